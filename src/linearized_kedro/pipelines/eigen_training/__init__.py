@@ -1,0 +1,5 @@
+"""eigen_training: train networks and linearisations on binarised NTK eigenfunctions (SPEC §3.2)."""
+
+from .pipeline import create_pipeline
+
+__all__ = ["create_pipeline"]

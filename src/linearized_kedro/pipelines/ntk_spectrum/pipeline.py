@@ -1,0 +1,56 @@
+"""Wiring of ``ntk_spectrum``."""
+
+from kedro.pipeline import Node, Pipeline
+
+from .nodes import (
+    compute_ntk_spectrum,
+    init_network,
+    plot_spectrum,
+    record_sample_index,
+    release_gram_tiles,
+)
+
+
+def create_pipeline(**kwargs) -> Pipeline:
+    return Pipeline(
+        [
+            Node(
+                init_network,
+                ["params:model_config", "data_report", "params:seed"],
+                "ntk_init_params",
+                name="init_network",
+            ),
+            Node(
+                record_sample_index,
+                "sample_index",
+                "ntk_sample_index",
+                name="record_ntk_sample_index",
+            ),
+            Node(
+                compute_ntk_spectrum,
+                [
+                    "prepared_inputs",
+                    "ntk_init_params",
+                    "params:model_config",
+                    "data_report",
+                    "params:ntk",
+                    "params:seed",
+                    "ntk_gram_tiles",
+                ],
+                ["ntk_eigenvalues", "ntk_eigenvectors", "ntk_report"],
+                name="compute_ntk_spectrum",
+            ),
+            Node(
+                release_gram_tiles,
+                ["ntk_report", "ntk_gram_tiles"],
+                None,
+                name="release_gram_tiles",
+            ),
+            Node(
+                plot_spectrum,
+                ["ntk_eigenvalues", "ntk_report"],
+                "ntk_spectrum_plot",
+                name="plot_ntk_spectrum",
+            ),
+        ]
+    )

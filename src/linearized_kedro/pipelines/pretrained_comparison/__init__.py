@@ -1,0 +1,5 @@
+"""pretrained_comparison: network vs linear models with the init and the trained kernel (SPEC §3.5)."""
+
+from .pipeline import create_pipeline
+
+__all__ = ["create_pipeline"]

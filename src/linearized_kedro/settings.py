@@ -1,0 +1,16 @@
+"""Project settings (https://docs.kedro.org/en/stable/configure/configuration_basics/)."""
+
+import os
+
+from linearized_kedro.hooks import JaxRuntimeHook, RunMetadataHook, UpstreamArtifactsHook
+
+# JAX is multithreaded: a process forked after JAX initialised can hang. Kedro's
+# ParallelRunner reads this variable to choose how it starts its workers.
+os.environ.setdefault("KEDRO_MP_CONTEXT", "spawn")
+
+HOOKS = (JaxRuntimeHook(), RunMetadataHook(), UpstreamArtifactsHook())
+
+CONFIG_LOADER_ARGS = {
+    "base_env": "base",
+    "default_run_env": "local",
+}

@@ -1,0 +1,111 @@
+"""Shared fixtures: tolerances, float64 switch, and a throw-away copy of the Kedro project."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import jax
+import pytest
+
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+
+# Tiny settings for end-to-end runs (conf/test): real `kedro run`, seconds per pipeline.
+TEST_PARAMETERS = """
+data:
+  subset_sizes:
+    cifar10: [120, 60]
+    mnist: [120, 60]
+    fashion_mnist: [120, 60]
+    digits: [200, 100]
+ntk:
+  num_eigvecs: 20
+  progress: false
+eigen_training:
+  label_idx: [1, 5]
+  progress: false
+  train:
+    epochs: 2
+pretrained_comparison:
+  label_idx: 1
+  progress: false
+  train:
+    epochs: 2
+"""
+
+
+@pytest.fixture
+def enable_x64():
+    """Runs a test with float64 enabled in JAX, restoring the previous setting."""
+    previous = jax.config.jax_enable_x64
+    jax.config.update("jax_enable_x64", True)
+    try:
+        yield
+    finally:
+        jax.config.update("jax_enable_x64", previous)
+
+
+@pytest.fixture
+def rng():
+    """A JAX PRNG key for tests."""
+    return jax.random.key(0)
+
+
+def kedro_env() -> dict[str, str]:
+    """Environment for subprocess ``kedro`` runs: no telemetry, no GPU probing noise."""
+    env = dict(os.environ)
+    env.update(
+        DO_NOT_TRACK="1",
+        KEDRO_DISABLE_TELEMETRY="1",
+        MPLBACKEND="Agg",
+        JAX_PLATFORMS="cpu",
+        PYTHONUNBUFFERED="1",
+    )
+    return env
+
+
+def copy_project(destination: Path, extra_parameters: str = "") -> Path:
+    """Copies the project's configuration into ``destination`` with a tiny ``conf/test``.
+
+    The package itself is the installed one; the copy gets its own ``data/``.
+    """
+    destination.mkdir(parents=True, exist_ok=True)
+    for name in ("pyproject.toml", ".telemetry"):
+        shutil.copy2(PROJECT_ROOT / name, destination / name)
+    shutil.copytree(PROJECT_ROOT / "conf", destination / "conf",
+                    ignore=shutil.ignore_patterns("local"))
+    (destination / "conf" / "local").mkdir(exist_ok=True)
+    if (PROJECT_ROOT / "notebooks").exists():
+        shutil.copytree(PROJECT_ROOT / "notebooks", destination / "notebooks")
+    (destination / "data" / "01_raw").mkdir(parents=True, exist_ok=True)
+    test_env = destination / "conf" / "test"
+    test_env.mkdir(exist_ok=True)
+    (test_env / "parameters.yml").write_text(TEST_PARAMETERS + extra_parameters)
+    return destination
+
+
+def run_kedro(project: Path, *args: str, check: bool = True, timeout: float = 600):
+    """Runs ``python -m kedro <args>`` in ``project``; returns the CompletedProcess."""
+    proc = subprocess.run(
+        [sys.executable, "-m", "kedro", *args],
+        cwd=project,
+        env=kedro_env(),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+    if check and proc.returncode != 0:
+        raise AssertionError(
+            f"kedro {' '.join(args)} failed ({proc.returncode}):\n"
+            f"{proc.stdout[-4000:]}\n{proc.stderr[-6000:]}"
+        )
+    return proc
+
+
+@pytest.fixture
+def project_copy(tmp_path):
+    """A fresh copy of the project (conf + tiny ``conf/test`` env) in a temporary folder."""
+    return copy_project(tmp_path / "project")
