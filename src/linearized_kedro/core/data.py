@@ -1,0 +1,253 @@
+"""Pure data transforms: pixel scaling, normalisation, stratified subsets, CIFAR-2 labels (SPEC §1.1).
+
+NumPy and scikit-learn only; no file I/O. The Kedro ``data`` pipeline and
+notebooks call these on the arrays that ``datasets.raw`` reads.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import numpy as np
+
+logger = logging.getLogger(__name__)
+
+# SPEC §1.1: CIFAR-2 label 1 for classes 0-4 (airplane, automobile, bird, cat, deer).
+_CIFAR2_POSITIVE_MAX = 4
+
+
+def scale_pixels(images: np.ndarray, max_value: float = 255.0) -> np.ndarray:
+    """uint8 pixels → float32 in [0, 1].
+
+    Args:
+        images: (N, H, W, C) integer pixels in 0..``max_value`` (255; 16 for digits).
+        max_value: The largest possible pixel value.
+
+    Returns:
+        (N, H, W, C) float32 ``images / max_value``.
+    """
+    if max_value <= 0:
+        raise ValueError(f"max_value must be positive, got {max_value}.")
+    return (np.asarray(images, dtype=np.float32) / np.float32(max_value)).astype(np.float32)
+
+
+def channel_stats(images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per-channel mean and population standard deviation (ddof = 0) over N, H, W.
+
+    Args:
+        images: (N, H, W, C) training images (SPEC §1.1: statistics of the training
+            split only).
+
+    Returns:
+        ``mean`` (C,) and ``std`` (C,), float64 (accumulated in float64 so that 60 000
+        images do not lose digits).
+
+    Raises:
+        ValueError: For an empty set or a channel with zero variance.
+    """
+    images = np.asarray(images)
+    if images.ndim != 4 or images.shape[0] == 0:
+        raise ValueError(f"Expected (N, H, W, C) images with N > 0, got shape {images.shape}.")
+    flat = images.reshape(-1, images.shape[-1]).astype(np.float64)
+    mean = flat.mean(axis=0)
+    std = flat.std(axis=0, ddof=0)
+    if np.any(std == 0):
+        raise ValueError(
+            f"Channel(s) {np.flatnonzero(std == 0).tolist()} are constant over the training "
+            "images; they cannot be normalised. Use more training images or data.normalize=false."
+        )
+    return mean, std
+
+
+def normalize_images(images: np.ndarray, mean: np.ndarray, std: np.ndarray) -> np.ndarray:
+    """``(x − mean_c) / std_c`` per channel.
+
+    Args:
+        images: (N, H, W, C) float images.
+        mean: (C,) channel means.
+        std: (C,) channel standard deviations.
+
+    Returns:
+        (N, H, W, C) float32.
+    """
+    images = np.asarray(images, dtype=np.float32)
+    mean = np.asarray(mean, dtype=np.float64)
+    std = np.asarray(std, dtype=np.float64)
+    if mean.shape != (images.shape[-1],) or std.shape != mean.shape:
+        raise ValueError(
+            f"mean {mean.shape} and std {std.shape} must both be ({images.shape[-1]},) for "
+            f"images of shape {images.shape}."
+        )
+    return ((images - mean.astype(np.float32)) / std.astype(np.float32)).astype(np.float32)
+
+
+def resolve_subset_size(requested: int | None, default: int, available: int, split: str) -> int:
+    """Turns ``data.num_train`` / ``data.num_test`` into a sample count.
+
+    Args:
+        requested: ``None`` → ``default``; ``-1`` → the whole split; else a count.
+        default: The dataset's laptop-sized default (``data.subset_sizes``; may be -1).
+        available: Number of samples in the split.
+        split: ``"train"`` or ``"test"``, for messages.
+
+    Raises:
+        ValueError: For counts < 1 (other than -1) or larger than ``available``.
+    """
+    value = default if requested is None else requested
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        raise ValueError(f"data.num_{split} must be an integer, -1 or null, got {value!r}.")
+    value = int(value)
+    if value == -1:
+        return available
+    if value < 1:
+        raise ValueError(
+            f"data.num_{split}={value} is invalid: use a positive count, -1 (all) or null."
+        )
+    if value > available:
+        raise ValueError(
+            f"data.num_{split}={value} is larger than the {available} {split} samples "
+            f"available; use at most {available} (or -1 for all)."
+        )
+    return value
+
+
+def stratified_subset(labels: np.ndarray, n: int, seed: int) -> np.ndarray:
+    """Indices of a class-stratified random subset of size ``n``, in ascending order.
+
+    SPEC §1.1: ``train_test_split(train_size=n, stratify=labels, random_state=seed)``
+    (seed = 1041 by default). ``n`` equal to the number of labels keeps every index.
+
+    Args:
+        labels: (N,) integer class labels.
+        n: Subset size, 1 ≤ n ≤ N.
+        seed: Integer ``random_state``.
+
+    Returns:
+        (n,) int64 indices into ``labels``, sorted.
+    """
+    labels = np.asarray(labels)
+    total = labels.shape[0]
+    if not 1 <= n <= total:
+        raise ValueError(f"Subset size {n} must lie in 1..{total}.")
+    if n == total:
+        return np.arange(total, dtype=np.int64)
+    from sklearn.model_selection import train_test_split
+
+    num_classes = np.unique(labels).size
+    if n < num_classes or total - n < num_classes:
+        raise ValueError(
+            f"A stratified subset of {n} out of {total} samples needs at least {num_classes} "
+            f"samples on each side (one per class); choose {num_classes}..{total - num_classes} "
+            f"or all ({total})."
+        )
+    chosen, _ = train_test_split(
+        np.arange(total, dtype=np.int64), train_size=n, stratify=labels, random_state=int(seed)
+    )
+    return np.sort(chosen).astype(np.int64)
+
+
+def binary_labels(labels: np.ndarray) -> np.ndarray:
+    """CIFAR-2 labels (SPEC §1.1): 1 for classes 0–4, 0 for classes 5–9.
+
+    Args:
+        labels: (N,) integer labels of a 10-class dataset (CIFAR-10, MNIST,
+            Fashion-MNIST, digits).
+
+    Returns:
+        (N,) int64 in {0, 1}.
+    """
+    labels = np.asarray(labels)
+    if labels.size and (labels.min() < 0 or labels.max() > 9):
+        raise ValueError(
+            f"binary_labels expects 10-class labels in 0..9, got {labels.min()}..{labels.max()}."
+        )
+    return (labels <= _CIFAR2_POSITIVE_MAX).astype(np.int64)
+
+
+@dataclass(frozen=True)
+class PreparedData:
+    """Normalised NTK data set: train rows first, then test rows (SPEC §1.1).
+
+    Attributes:
+        inputs: (N, H, W, C) float32, N = num_train + num_test.
+        labels: (N,) int64 original class labels.
+        sample_index: (N,) int64 position of each row in the official order (all
+            train samples, then all test samples).
+        num_train: Number of leading train rows.
+        num_test: Number of trailing test rows.
+        mean: (C,) normalisation means (zeros when not normalised).
+        std: (C,) normalisation standard deviations (ones when not normalised).
+    """
+
+    inputs: np.ndarray
+    labels: np.ndarray
+    sample_index: np.ndarray
+    num_train: int
+    num_test: int
+    mean: np.ndarray
+    std: np.ndarray
+
+
+def prepare_dataset(
+    train_images: np.ndarray,
+    train_labels: np.ndarray,
+    test_images: np.ndarray,
+    test_labels: np.ndarray,
+    num_train: int,
+    num_test: int,
+    subset_seed: int,
+    normalize: bool = True,
+    max_value: float = 255.0,
+) -> PreparedData:
+    """Subsets, scales, normalises and concatenates the two splits.
+
+    Steps (SPEC §1.1): stratified seeded subsets of each split (indices kept in
+    ascending order; the whole split when the count equals its size); pixels / 255
+    (digits: / 16); per-channel mean and population std over the chosen **training**
+    images, applied to both splits; concatenation train + test.
+
+    Args:
+        train_images: (N_tr, H, W, C) uint8.
+        train_labels: (N_tr,) int.
+        test_images: (N_te, H, W, C) uint8.
+        test_labels: (N_te,) int.
+        num_train: Resolved count (see :func:`resolve_subset_size`).
+        num_test: Resolved count.
+        subset_seed: ``random_state`` of both stratified draws.
+        normalize: Whether to standardise per channel.
+        max_value: Largest pixel value (255, 16 for digits).
+
+    Returns:
+        A :class:`PreparedData`.
+    """
+    if train_images.shape[1:] != test_images.shape[1:]:
+        raise ValueError(
+            f"Train images {train_images.shape[1:]} and test images {test_images.shape[1:]} "
+            "differ in shape."
+        )
+    train_idx = stratified_subset(train_labels, num_train, subset_seed)
+    test_idx = stratified_subset(test_labels, num_test, subset_seed)
+    x_train = scale_pixels(np.asarray(train_images)[train_idx], max_value)
+    x_test = scale_pixels(np.asarray(test_images)[test_idx], max_value)
+    channels = x_train.shape[-1]
+    if normalize:
+        mean, std = channel_stats(x_train)
+        x_train = normalize_images(x_train, mean, std)
+        x_test = normalize_images(x_test, mean, std)
+    else:
+        mean, std = np.zeros(channels), np.ones(channels)
+    inputs = np.concatenate([x_train, x_test], axis=0)
+    labels = np.concatenate(
+        [np.asarray(train_labels)[train_idx], np.asarray(test_labels)[test_idx]]
+    ).astype(np.int64)
+    sample_index = np.concatenate([train_idx, len(train_labels) + test_idx]).astype(np.int64)
+    logger.info(
+        "Prepared %d train + %d test samples of shape %s; channel mean %s, std %s",
+        num_train,
+        num_test,
+        inputs.shape[1:],
+        np.round(mean, 4).tolist(),
+        np.round(std, 4).tolist(),
+    )
+    return PreparedData(inputs, labels, sample_index, int(num_train), int(num_test), mean, std)
