@@ -13,4 +13,6 @@ HOOKS = (JaxRuntimeHook(), RunMetadataHook(), UpstreamArtifactsHook())
 CONFIG_LOADER_ARGS = {
     "base_env": "base",
     "default_run_env": "local",
+    # `conf/<env>` overrides single keys (e.g. `ntk.num_eigvecs`) instead of whole blocks.
+    "merge_strategy": {"parameters": "soft", "globals": "soft"},
 }
