@@ -68,9 +68,9 @@ def kedro_env() -> dict[str, str]:
 
 
 def copy_project(destination: Path, extra_parameters: str = "") -> Path:
-    """Copies the project's configuration into ``destination`` with a tiny ``conf/test``.
+    """Copies the project (conf, src, notebooks) into ``destination`` with a tiny ``conf/test``.
 
-    The package itself is the installed one; the copy gets its own ``data/``.
+    The copy gets its own empty ``data/``.
     """
     destination.mkdir(parents=True, exist_ok=True)
     for name in ("pyproject.toml", ".telemetry"):
@@ -78,6 +78,8 @@ def copy_project(destination: Path, extra_parameters: str = "") -> Path:
     shutil.copytree(PROJECT_ROOT / "conf", destination / "conf",
                     ignore=shutil.ignore_patterns("local"))
     (destination / "conf" / "local").mkdir(exist_ok=True)
+    shutil.copytree(PROJECT_ROOT / "src", destination / "src",
+                    ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
     if (PROJECT_ROOT / "notebooks").exists():
         shutil.copytree(PROJECT_ROOT / "notebooks", destination / "notebooks")
     (destination / "data" / "01_raw").mkdir(parents=True, exist_ok=True)

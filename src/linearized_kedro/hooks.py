@@ -103,19 +103,12 @@ class UpstreamArtifactsHook:
 
     @hook_impl
     def before_pipeline_run(self, run_params: dict[str, Any], pipeline, catalog) -> None:
-        from kedro.framework.project import pipelines as registered
+        from linearized_kedro.pipeline_registry import all_pipelines
 
         producers: dict[str, str] = {}
-        for name, registered_pipeline in registered.items():
-            if name == "__default__":
-                continue
-            for output in registered_pipeline.outputs() | registered_pipeline.all_outputs():
-                # Prefer the most specific pipeline (fewest nodes) as the one to suggest.
-                current = producers.get(output)
-                if current is None or len(registered[current].nodes) > len(
-                    registered_pipeline.nodes
-                ):
-                    producers[output] = name
+        for name, registered_pipeline in all_pipelines().items():
+            for output in registered_pipeline.all_outputs():
+                producers[output] = name
         missing = []
         for dataset_name in sorted(pipeline.inputs()):
             if dataset_name.startswith("params:") or dataset_name == "parameters":

@@ -15,6 +15,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from linearized_kedro.core.alignment import kernel_alignment  # noqa: E402
+from linearized_kedro.core.fingerprint import fingerprint  # noqa: E402
 from linearized_kedro.core.models import ModelConfig, build_model  # noqa: E402
 from linearized_kedro.core.tasks import binarize_eigenfunction, majority_baseline  # noqa: E402
 from linearized_kedro.core.train import TrainConfig, train_sweep  # noqa: E402
@@ -41,8 +42,9 @@ def check_spectrum(
     sample_index: np.ndarray,
     model_config: ModelConfig,
     data_report: dict[str, Any],
+    ntk_init_params: dict | None = None,
 ) -> None:
-    """Refuses a spectrum made for another model, dataset or sample order (SPEC §4 item 2)."""
+    """Refuses a spectrum made for another model, dataset, sample order or θ0 (SPEC §4 item 2)."""
     config = ModelConfig.from_dict(model_config).to_dict()
     stored = ntk_report.get("model_config")
     if stored != config:
@@ -63,6 +65,13 @@ def check_spectrum(
         )
     if int(ntk_report["num_train"]) != int(data_report["num_train"]):
         raise ValueError("The spectrum's train/test split differs from the prepared data's.")
+    expected = ntk_report.get("init_params_fingerprint")
+    if ntk_init_params is not None and expected and fingerprint(ntk_init_params) != expected:
+        raise ValueError(
+            "The latest ntk_init_params are not the θ0 whose NTK was decomposed (an "
+            "interrupted ntk_spectrum run saved θ0 without a spectrum?). Rerun ntk_spectrum, "
+            "or pin matching versions: --load-versions ntk_init_params:<v>,ntk_report:<v>,..."
+        )
 
 
 def train_on_eigenfunctions(
@@ -86,7 +95,9 @@ def train_on_eigenfunctions(
         results table (one row per index × kind), histories, trained parameters
         (``{'<kind>_<j>': variables}``) and alignment arrays (network runs).
     """
-    check_spectrum(ntk_report, ntk_sample_index, sample_index, model_config, data_report)
+    check_spectrum(
+        ntk_report, ntk_sample_index, sample_index, model_config, data_report, ntk_init_params
+    )
     indices = index_list(override(label_idx, eigen_training.label_idx))
     kinds = model_kinds(override(linearize, eigen_training.linearize))
     cfg = TrainConfig.from_dict(eigen_training.train)
@@ -99,7 +110,7 @@ def train_on_eigenfunctions(
     train_ys, test_ys = labels[:, :num_train], labels[:, num_train:]
     train_key, _ = jax.random.split(jax.random.key(int(seed)))
     # The same train_key for every task, as the original: identical batch order.
-    keys = jax.random.split(train_key, 1).repeat(len(indices), axis=0)
+    keys = jax.numpy.stack([train_key] * len(indices))
 
     rows, histories, trained, alignment = [], {}, {}, {}
     for kind in kinds:

@@ -228,6 +228,8 @@ def compute_ntk_spectrum(
         "dataset": data_report.get("dataset"),
         "input_shape": list(inputs.shape[1:]),
         "num_params": count_params(ntk_init_params["params"]),
+        # Identifies θ0, so downstream runs can refuse eigenvectors of another θ0.
+        "init_params_fingerprint": fingerprint(ntk_init_params),
         "model_config": config.to_dict(),
         "seed": int(seed),
         "solver": pairs.solver,
@@ -240,7 +242,8 @@ def compute_ntk_spectrum(
             "x64": bool(jax.config.jax_enable_x64),
         },
         "approximation": "nystrom" if plan.get("method") == "nystrom" else None,
-        "sign_convention": spectrum.SIGN_CONVENTION,
+        "sign_convention": "each eigenvector's entry of largest magnitude is positive "
+        "(ties: first index)",
         "residuals": [float(r) for r in np.asarray(pairs.residuals)],
         "max_residual": float(np.max(pairs.residuals)),
         "eigenvalues": [float(v) for v in values],

@@ -61,7 +61,9 @@ def compare_init_and_pretrained_kernels(
     Returns:
         results table, histories, and trained parameters.
     """
-    check_spectrum(ntk_report, ntk_sample_index, sample_index, model_config, data_report)
+    check_spectrum(
+        ntk_report, ntk_sample_index, sample_index, model_config, data_report, ntk_init_params
+    )
     indices = index_list(override(label_idx, pretrained_comparison.label_idx))
     cfg = TrainConfig.from_dict(pretrained_comparison.train)
     module = build_model(ModelConfig.from_dict(model_config))

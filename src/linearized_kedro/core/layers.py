@@ -1,0 +1,220 @@
+"""Layers shared by the models: a 2-D convolution whose derivatives stay fast under ``lax.scan``.
+
+``Conv`` is the convolution every model uses. It has the parameters of ``flax.linen.Conv``
+(``kernel`` (kh, kw, C_in, C_out) with ``lecun_normal`` init, ``bias`` (C_out,) with zeros),
+so parameter trees, counts and initial values are identical to Flax's.
+
+Why it exists: inside a ``lax.scan`` (one compiled epoch, SPEC §4 item 15) XLA:CPU does not
+rewrite the convolutions that autodiff produces for the backward pass (the "transposed"
+input- and filter-gradient convolutions) into its fast forward form. On a 2-core CPU with
+jax 0.10.2 a LeNet epoch under scan was measured 13x slower than a Python loop of jitted
+steps. We therefore write the derivatives ourselves as forward-form, stride-1, VALID
+convolutions on explicitly padded / zero-upsampled arrays.
+
+JAX cannot give one function both a custom VJP and a forward-mode rule, so the derivative
+rule is chosen at trace time with :func:`conv_autodiff`:
+
+* ``"lax"`` (default): ``lax.conv_general_dilated``; every transformation works (jvp, vjp,
+  jacfwd, hessians). Used by kernels, NADs and everything outside the training loop.
+* ``"vjp"``: a ``jax.custom_vjp`` convolution with a hand-written backward pass. Reverse
+  mode only (``jax.jvp`` raises). Used to train networks.
+* ``"linearized"``: a ``jax.custom_jvp`` convolution whose tangent is computed with the
+  ``"vjp"`` convolution, so ``grad`` of a ``jvp`` (training f_lin, SPEC §1.5) is fast. It
+  supports ``jvp`` and reverse mode *of* a ``jvp`` but not plain ``grad``.
+
+The mode is read when the module is traced, so it must be active while a function is traced
+(not merely when an already compiled function is called).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+from collections.abc import Iterator, Sequence
+from functools import partial
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+from jax import lax
+from jax.custom_derivatives import SymbolicZero
+
+CONV_MODES = ("lax", "vjp", "linearized")
+_DIMENSION_NUMBERS = ("NHWC", "HWIO", "NHWC")
+_state = threading.local()
+
+
+def current_conv_mode() -> str:
+    """The convolution derivative rule active in this thread (one of ``CONV_MODES``)."""
+    return getattr(_state, "mode", "lax")
+
+
+@contextlib.contextmanager
+def conv_autodiff(mode: str) -> Iterator[None]:
+    """Selects how ``Conv`` is differentiated for functions traced inside the block.
+
+    Args:
+        mode: ``"lax"``, ``"vjp"`` or ``"linearized"`` (see the module docstring).
+    """
+    if mode not in CONV_MODES:
+        raise ValueError(f"Unknown conv autodiff mode {mode!r}. Valid modes: {CONV_MODES}.")
+    previous = current_conv_mode()
+    _state.mode = mode
+    try:
+        yield
+    finally:
+        _state.mode = previous
+
+
+def _conv(x: jax.Array, k: jax.Array, strides: tuple[int, int], pads) -> jax.Array:
+    return lax.conv_general_dilated(x, k, strides, pads, dimension_numbers=_DIMENSION_NUMBERS)
+
+
+def _upsample_to_stride_one(g: jax.Array, strides, stride_one_hw) -> jax.Array:
+    """Places a strided output's cotangent (B, Ho, Wo, O) on the stride-1 output grid.
+
+    A strided convolution is the stride-1 convolution sampled every ``s`` pixels, so its
+    cotangent on the stride-1 grid is ``g`` with ``s - 1`` zeros between entries.
+    """
+    if tuple(strides) == (1, 1):
+        return g
+    (sh, sw), (h1, w1) = strides, stride_one_hw
+    _, ho, wo, _ = g.shape
+    config = [
+        (0, 0, 0),
+        (0, h1 - ((ho - 1) * sh + 1), sh - 1),
+        (0, w1 - ((wo - 1) * sw + 1), sw - 1),
+        (0, 0, 0),
+    ]
+    return lax.pad(g, jnp.zeros((), g.dtype), config)
+
+
+@partial(jax.custom_vjp, nondiff_argnums=(2, 3))
+def conv_fast_vjp(x: jax.Array, k: jax.Array, strides: tuple[int, int], pads) -> jax.Array:
+    """Convolution (B,H,W,C) * (kh,kw,C,O) -> (B,Ho,Wo,O) with a forward-form VJP.
+
+    Args:
+        x: input (B, H, W, C).
+        k: kernel (kh, kw, C, O).
+        strides: (sh, sw).
+        pads: explicit non-negative padding ((lo_h, hi_h), (lo_w, hi_w)).
+    """
+    return _conv(x, k, strides, pads)
+
+
+def _conv_fast_fwd(x, k, strides, pads):
+    return _conv(x, k, strides, pads), (x, k)
+
+
+def _conv_fast_bwd(strides, pads, residuals, g):
+    x, k = residuals
+    kh, kw = k.shape[0], k.shape[1]
+    (plh, phh), (plw, phw) = pads
+    h, w = x.shape[1], x.shape[2]
+    hp, wp = h + plh + phh, w + plw + phw
+    g1 = _upsample_to_stride_one(g, strides, (hp - kh + 1, wp - kw + 1))
+    # Input gradient = "full" correlation of g1 with the flipped, in/out-swapped kernel,
+    # cropped back from the padded input frame.
+    k_flip = jnp.swapaxes(k[::-1, ::-1], 2, 3)
+    dx_padded = _conv(g1, k_flip, (1, 1), ((kh - 1, kh - 1), (kw - 1, kw - 1)))
+    dx = dx_padded[:, plh : plh + h, plw : plw + w, :]
+    # Kernel gradient: a VALID correlation of the padded input with g1 in which the batch
+    # axis plays the role of input features and the input channels the role of the batch.
+    xp = jnp.pad(x, ((0, 0), (plh, phh), (plw, phw), (0, 0)))
+    dk = lax.conv_general_dilated(
+        xp, g1, (1, 1), "VALID", dimension_numbers=("CHWN", "IHWO", "HWNC")
+    )
+    return dx, dk.astype(k.dtype)
+
+
+conv_fast_vjp.defvjp(_conv_fast_fwd, _conv_fast_bwd)
+
+
+@partial(jax.custom_jvp, nondiff_argnums=(2, 3))
+def conv_linearized(x: jax.Array, k: jax.Array, strides: tuple[int, int], pads) -> jax.Array:
+    """Convolution whose tangent uses ``conv_fast_vjp`` (fast reverse mode of a ``jvp``).
+
+    Shapes as in :func:`conv_fast_vjp`.
+    """
+    return _conv(x, k, strides, pads)
+
+
+def _conv_linearized_jvp(strides, pads, primals, tangents):
+    x, k = primals
+    dx, dk = tangents
+    out = _conv(x, k, strides, pads)
+    # Symbolic zeros skip a whole convolution, e.g. for the (constant) data input.
+    terms = []
+    if not isinstance(dx, SymbolicZero):
+        terms.append(conv_fast_vjp(dx, k, strides, pads))
+    if not isinstance(dk, SymbolicZero):
+        terms.append(conv_fast_vjp(x, dk, strides, pads))
+    if not terms:
+        return out, jnp.zeros_like(out)
+    tangent = terms[0] if len(terms) == 1 else terms[0] + terms[1]
+    return out, tangent
+
+
+conv_linearized.defjvp(_conv_linearized_jvp, symbolic_zeros=True)
+
+
+def _explicit_pads(padding, in_hw, kernel_size, strides) -> tuple[tuple[int, int], ...]:
+    if isinstance(padding, str):
+        if padding.upper() not in ("SAME", "VALID"):
+            raise ValueError(f"Conv padding must be 'SAME', 'VALID' or pairs; got {padding!r}.")
+        pads = lax.padtype_to_pads(in_hw, kernel_size, strides, padding.upper())
+    elif isinstance(padding, int):
+        pads = [(padding, padding)] * 2
+    else:
+        pads = [(p, p) if isinstance(p, int) else tuple(p) for p in padding]
+    pads = tuple((int(lo), int(hi)) for lo, hi in pads)
+    if len(pads) != 2 or min(min(p) for p in pads) < 0:
+        raise ValueError(f"Conv needs two non-negative (lo, hi) padding pairs; got {padding!r}.")
+    return pads
+
+
+class Conv(nn.Module):
+    """2-D convolution, drop-in for ``flax.linen.Conv`` (same parameters and initialisers).
+
+    Attributes:
+        features: output channels O.
+        kernel_size: (kh, kw).
+        strides: (sh, sw) or an int.
+        padding: ``"SAME"``, ``"VALID"``, an int, or ((lo, hi), (lo, hi)).
+        use_bias: whether to add a ``bias`` (O,).
+    """
+
+    features: int
+    kernel_size: Sequence[int]
+    strides: int | Sequence[int] = 1
+    padding: str | int | Sequence = "SAME"
+    use_bias: bool = True
+    kernel_init: nn.initializers.Initializer = nn.initializers.lecun_normal()
+    bias_init: nn.initializers.Initializer = nn.initializers.zeros_init()
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        """(B, H, W, C) -> (B, Ho, Wo, features)."""
+        if x.ndim != 4:
+            raise ValueError(f"Conv expects inputs of shape (B, H, W, C); got {x.shape}.")
+        kernel_size = tuple(int(v) for v in self.kernel_size)
+        strides = (self.strides,) * 2 if isinstance(self.strides, int) else self.strides
+        strides = tuple(int(v) for v in strides)
+        kernel = self.param(
+            "kernel", self.kernel_init, (*kernel_size, x.shape[-1], self.features), jnp.float32
+        )
+        pads = _explicit_pads(self.padding, x.shape[1:3], kernel_size, strides)
+        # Same dtype promotion as flax.linen.Conv (float64 under x64 references).
+        dtype = jnp.result_type(x, kernel)
+        x, kernel = jnp.asarray(x, dtype), jnp.asarray(kernel, dtype)
+        mode = current_conv_mode()
+        if mode == "vjp":
+            y = conv_fast_vjp(x, kernel, strides, pads)
+        elif mode == "linearized":
+            y = conv_linearized(x, kernel, strides, pads)
+        else:
+            y = _conv(x, kernel, strides, pads)
+        if self.use_bias:
+            bias = self.param("bias", self.bias_init, (self.features,), jnp.float32)
+            y = y + jnp.asarray(bias, dtype)
+        return y

@@ -1,0 +1,110 @@
+"""Tests of the convolution with hand-written derivative rules (core/layers.py)."""
+
+from __future__ import annotations
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from linearized_kedro.core import layers, models
+from linearized_kedro.core.layers import Conv, conv_autodiff
+
+CONFIGS = [
+    dict(features=4, kernel_size=(5, 5), padding="SAME"),
+    dict(features=3, kernel_size=(3, 3), strides=(2, 2), padding="SAME", use_bias=False),
+    dict(features=3, kernel_size=(1, 1), strides=(2, 2), use_bias=False),
+    dict(features=2, kernel_size=(3, 2), strides=(2, 3), padding=((1, 0), (2, 1))),
+]
+
+
+def _tree_max_diff(a, b) -> float:
+    return max(
+        jax.tree_util.tree_leaves(
+            jax.tree_util.tree_map(lambda u, v: float(jnp.max(jnp.abs(u - v))), a, b)
+        )
+    )
+
+
+@pytest.mark.parametrize("cfg", CONFIGS)
+def test_same_parameters_and_outputs_as_flax_conv(cfg):
+    x = jax.random.normal(jax.random.key(0), (2, 9, 8, 3))
+    ours, ref = Conv(**cfg), nn.Conv(**cfg)
+    v_ours, v_ref = ours.init(jax.random.key(3), x), ref.init(jax.random.key(3), x)
+    assert jax.tree_util.tree_structure(v_ours) == jax.tree_util.tree_structure(v_ref)
+    for a, b in zip(
+        jax.tree_util.tree_leaves(v_ours), jax.tree_util.tree_leaves(v_ref), strict=True
+    ):
+        assert a.shape == b.shape and a.dtype == b.dtype
+        np.testing.assert_array_equal(a, b)
+    with conv_autodiff("vjp"):
+        np.testing.assert_allclose(ours.apply(v_ours, x), ref.apply(v_ref, x), rtol=0, atol=1e-6)
+
+
+def test_model_init_bit_identical_to_flax_conv(monkeypatch):
+    lenet = {"name": "lenet", "conv_features": (2, 3), "dense_features": (4,)}
+    resnet = {"name": "resnet18", "stage_sizes": (1, 1), "num_filters": 4}
+    ours = models.init_variables(models.build_model(lenet), 7, (8, 8, 3))
+    ours_resnet = jax.eval_shape(
+        lambda: models.init_variables(models.build_model(resnet), 7, (8, 8, 3))
+    )
+    monkeypatch.setattr(models, "Conv", nn.Conv)
+    ref = models.init_variables(models.build_model(lenet), 7, (8, 8, 3))
+    ref_resnet = jax.eval_shape(
+        lambda: models.init_variables(models.build_model(resnet), 7, (8, 8, 3))
+    )
+    assert jax.tree_util.tree_structure(ours) == jax.tree_util.tree_structure(ref)
+    for a, b in zip(jax.tree_util.tree_leaves(ours), jax.tree_util.tree_leaves(ref), strict=True):
+        np.testing.assert_array_equal(a, b)
+    # ResNet18: same parameter names, shapes and dtypes (values: the per-layer test above).
+    assert ours_resnet == ref_resnet
+
+
+@pytest.mark.parametrize("cfg", CONFIGS)
+def test_fast_vjp_matches_autodiff_in_float64(cfg):
+    with jax.enable_x64(True):
+        x = jax.random.normal(jax.random.key(1), (2, 9, 8, 3), jnp.float64)
+        conv = Conv(**cfg)
+        v = jax.tree_util.tree_map(lambda a: a.astype(jnp.float64), conv.init(jax.random.key(2), x))
+
+        def loss(v, x):
+            y = conv.apply(v, x)
+            return jnp.sum(jnp.sin(y) * jnp.arange(1.0, 1.0 + y.size).reshape(y.shape))
+
+        ref = jax.jit(jax.grad(loss, (0, 1)))(v, x)  # lax autodiff: the reference
+        with conv_autodiff("vjp"):
+            got = jax.jit(jax.grad(loss, (0, 1)))(v, x)
+        assert _tree_max_diff(ref, got) < 1e-11
+
+
+def test_linearized_mode_grad_of_jvp_matches_autodiff():
+    with jax.enable_x64(True):
+        x = jax.random.normal(jax.random.key(1), (2, 8, 8, 3), jnp.float64)
+        conv = Conv(**CONFIGS[1])
+        v0 = jax.tree_util.tree_map(
+            lambda a: a.astype(jnp.float64), conv.init(jax.random.key(2), x)
+        )
+        v1 = jax.tree_util.tree_map(lambda a: 1.3 * a + 0.1, v0)
+
+        def tangent_loss(v):
+            delta = jax.tree_util.tree_map(jnp.subtract, v, v0)
+            value, tan = jax.jvp(lambda w: jnp.tanh(conv.apply(w, x)), (v0,), (delta,))
+            return jnp.sum(jnp.cos(value + tan))
+
+        ref_val, ref_grad = jax.jit(jax.value_and_grad(tangent_loss))(v1)
+        with conv_autodiff("linearized"):
+            val, grad = jax.jit(jax.value_and_grad(tangent_loss))(v1)
+        np.testing.assert_allclose(val, ref_val, rtol=1e-13)
+        assert _tree_max_diff(ref_grad, grad) < 1e-11
+
+
+def test_vjp_mode_is_reverse_only_and_bad_mode_raises():
+    x = jnp.ones((1, 4, 4, 1))
+    conv = Conv(2, (3, 3))
+    v = conv.init(jax.random.key(0), x)
+    with conv_autodiff("vjp"), pytest.raises(TypeError):
+        jax.jvp(lambda w: conv.apply(w, x), (v,), (v,))
+    assert layers.current_conv_mode() == "lax"
+    with pytest.raises(ValueError, match="Valid modes"), conv_autodiff("fast"):
+        pass
