@@ -41,3 +41,12 @@ def index_list(label_idx: Any, *, name: str = "label_idx") -> list[int]:
 def override(value: Any, default: Any) -> Any:
     """A top-level ``--params`` shortcut (e.g. ``label_idx=10``) wins over the default."""
     return default if value is None else value
+
+
+def as_params(cls: type, value: Any) -> Any:
+    """Kedro instantiates typed ``params:`` inputs; direct calls may pass a plain dict."""
+    if isinstance(value, cls):
+        return value
+    if not isinstance(value, dict):
+        raise ValueError(f"Expected a mapping for {cls.__name__}; got {type(value).__name__}.")
+    return cls(**value)

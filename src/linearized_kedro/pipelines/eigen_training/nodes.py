@@ -19,7 +19,12 @@ from linearized_kedro.core.fingerprint import fingerprint  # noqa: E402
 from linearized_kedro.core.models import ModelConfig, build_model  # noqa: E402
 from linearized_kedro.core.tasks import binarize_eigenfunction, majority_baseline  # noqa: E402
 from linearized_kedro.core.train import TrainConfig, train_sweep  # noqa: E402
-from linearized_kedro.pipelines.common import index_list, model_kinds, override  # noqa: E402
+from linearized_kedro.pipelines.common import (  # noqa: E402
+    as_params,
+    index_list,
+    model_kinds,
+    override,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -98,6 +103,7 @@ def train_on_eigenfunctions(
     check_spectrum(
         ntk_report, ntk_sample_index, sample_index, model_config, data_report, ntk_init_params
     )
+    eigen_training = as_params(EigenTrainingParams, eigen_training)
     indices = index_list(override(label_idx, eigen_training.label_idx))
     kinds = model_kinds(override(linearize, eigen_training.linearize))
     cfg = TrainConfig.from_dict(eigen_training.train)

@@ -23,6 +23,7 @@ from linearized_kedro.core.models import (  # noqa: E402
     count_params,
     init_variables,
 )
+from linearized_kedro.pipelines.common import as_params  # noqa: E402
 
 logger = logging.getLogger(__name__)
 
@@ -89,7 +90,7 @@ def _check_inputs(inputs: np.ndarray, config: ModelConfig, variables: dict, k: i
     if inputs.ndim != 4:
         raise ValueError(f"prepared_inputs must be (N, H, W, C); got shape {inputs.shape}.")
     config.check_input_shape(inputs.shape[1:])
-    expected = init_variables(build_model(config), 0, inputs.shape[1:])
+    expected = jax.eval_shape(lambda: init_variables(build_model(config), 0, inputs.shape[1:]))
     got_shapes = jax.tree_util.tree_map(np.shape, variables)
     want_shapes = jax.tree_util.tree_map(np.shape, expected)
     if got_shapes != want_shapes:
@@ -133,6 +134,7 @@ def compute_ntk_spectrum(
         convention of ``core.spectrum.apply_sign_convention``, and a report dict.
     """
     config = ModelConfig.from_dict(model_config)
+    ntk = as_params(NtkParams, ntk)
     k = int(ntk.num_eigvecs)
     inputs = np.asarray(prepared_inputs, np.float32)
     _check_inputs(inputs, config, ntk_init_params, k)

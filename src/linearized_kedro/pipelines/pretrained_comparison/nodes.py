@@ -17,7 +17,7 @@ import pandas as pd  # noqa: E402
 from linearized_kedro.core.models import ModelConfig, build_model, split_variables  # noqa: E402
 from linearized_kedro.core.tasks import binarize_eigenfunction, majority_baseline  # noqa: E402
 from linearized_kedro.core.train import TrainConfig, train_model  # noqa: E402
-from linearized_kedro.pipelines.common import index_list, override  # noqa: E402
+from linearized_kedro.pipelines.common import as_params, index_list, override  # noqa: E402
 from linearized_kedro.pipelines.eigen_training.nodes import check_spectrum  # noqa: E402
 
 logger = logging.getLogger(__name__)
@@ -64,6 +64,7 @@ def compare_init_and_pretrained_kernels(
     check_spectrum(
         ntk_report, ntk_sample_index, sample_index, model_config, data_report, ntk_init_params
     )
+    pretrained_comparison = as_params(PretrainedComparisonParams, pretrained_comparison)
     indices = index_list(override(label_idx, pretrained_comparison.label_idx))
     cfg = TrainConfig.from_dict(pretrained_comparison.train)
     module = build_model(ModelConfig.from_dict(model_config))

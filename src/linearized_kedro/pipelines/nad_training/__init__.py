@@ -1,0 +1,5 @@
+"""nad_training: network vs linearisation on data separable along one NAD (SPEC §3.4)."""
+
+from .pipeline import create_pipeline
+
+__all__ = ["create_pipeline"]

@@ -1,0 +1,35 @@
+"""Wiring of ``nad_training``."""
+
+from kedro.pipeline import Node, Pipeline
+
+from .nodes import plot_accuracy_vs_nad_index, train_on_nads
+
+
+def create_pipeline(**kwargs) -> Pipeline:
+    return Pipeline(
+        [
+            Node(
+                train_on_nads,
+                [
+                    "nads",
+                    "nad_eigenvalues",
+                    "nads_report",
+                    "nads_init_params",
+                    "params:model_config",
+                    "params:nads",
+                    "params:nad_training",
+                    "params:label_idx",
+                    "params:linearize",
+                    "params:seed",
+                ],
+                ["nad_training_results", "nad_training_histories"],
+                name="train_on_nads",
+            ),
+            Node(
+                plot_accuracy_vs_nad_index,
+                ["nad_training_results", "nads_report"],
+                "nad_training_accuracy_plot",
+                name="plot_accuracy_vs_nad_index",
+            ),
+        ]
+    )

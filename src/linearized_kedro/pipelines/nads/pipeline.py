@@ -1,0 +1,36 @@
+"""Wiring of ``nads``."""
+
+from kedro.pipeline import Node, Pipeline
+
+from .nodes import compute_nads, init_nad_network, plot_nad_spectrum, plot_nads
+
+
+def create_pipeline(**kwargs) -> Pipeline:
+    return Pipeline(
+        [
+            Node(
+                init_nad_network,
+                ["params:model_config", "params:nads", "params:seed"],
+                "nads_init_params",
+                name="init_nad_network",
+            ),
+            Node(
+                compute_nads,
+                ["nads_init_params", "params:model_config", "params:nads", "params:seed"],
+                ["nads", "nads_images", "nad_eigenvalues", "nads_report"],
+                name="compute_nads",
+            ),
+            Node(
+                plot_nads,
+                ["nads_images", "nads_report", "params:nads"],
+                "nads_plot",
+                name="plot_nads",
+            ),
+            Node(
+                plot_nad_spectrum,
+                ["nad_eigenvalues", "nads_report"],
+                "nads_spectrum_plot",
+                name="plot_nad_spectrum",
+            ),
+        ]
+    )
