@@ -29,6 +29,15 @@ eigen_training:
   progress: false
   train:
     epochs: 2
+nads:
+  input_shape: [8, 8, 1]
+nad_training:
+  label_idx: [0, 30]
+  num_train: 200
+  num_test: 100
+  progress: false
+  train:
+    epochs: 2
 pretrained_comparison:
   label_idx: 1
   progress: false
@@ -75,11 +84,15 @@ def copy_project(destination: Path, extra_parameters: str = "") -> Path:
     destination.mkdir(parents=True, exist_ok=True)
     for name in ("pyproject.toml", ".telemetry"):
         shutil.copy2(PROJECT_ROOT / name, destination / name)
-    shutil.copytree(PROJECT_ROOT / "conf", destination / "conf",
-                    ignore=shutil.ignore_patterns("local"))
+    shutil.copytree(
+        PROJECT_ROOT / "conf", destination / "conf", ignore=shutil.ignore_patterns("local")
+    )
     (destination / "conf" / "local").mkdir(exist_ok=True)
-    shutil.copytree(PROJECT_ROOT / "src", destination / "src",
-                    ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
+    shutil.copytree(
+        PROJECT_ROOT / "src",
+        destination / "src",
+        ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"),
+    )
     if (PROJECT_ROOT / "notebooks").exists():
         shutil.copytree(PROJECT_ROOT / "notebooks", destination / "notebooks")
     (destination / "data" / "01_raw").mkdir(parents=True, exist_ok=True)

@@ -28,9 +28,7 @@ def test_base_defaults():
 def test_model_selects_whole_preset_and_single_field_override():
     _, params = load(runtime_params={"model": "mlp"})
     assert params["model_config"] == params["models"]["mlp"]
-    _, params = load(
-        runtime_params={"model": "lenet", "models": {"lenet": {"activation": "gelu"}}}
-    )
+    _, params = load(runtime_params={"model": "lenet", "models": {"lenet": {"activation": "gelu"}}})
     assert params["model_config"]["name"] == "lenet"
     assert params["model_config"]["activation"] == "gelu"
     assert params["model_config"]["conv_features"] == [6, 16]

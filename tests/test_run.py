@@ -54,12 +54,16 @@ def test_ntk_spectrum_artifacts(digits_project):
     assert report["max_residual"] < 1e-6
     assert report["model_config"]["name"] == "mlp"
     sidecar = json.loads(
-        (_latest(digits_project, f"{base}/eigenvectors.npy").parent / "eigenvectors.npy.meta.json")
-        .read_text()
+        (
+            _latest(digits_project, f"{base}/eigenvectors.npy").parent
+            / "eigenvectors.npy.meta.json"
+        ).read_text()
     )
     assert sidecar["dataset"] == "digits" and sidecar["seed"] == 42
     assert sidecar["model_config"]["name"] == "mlp" and "jax" in sidecar["library_versions"]
-    assert (_latest(digits_project, "data/08_reporting/ntk_spectrum/digits/mlp/spectrum.png")).exists()
+    assert (
+        _latest(digits_project, "data/08_reporting/ntk_spectrum/digits/mlp/spectrum.png")
+    ).exists()
     # The Gram tiles of a finished run are released.
     tiles = digits_project / "data/04_feature/ntk_gram_tiles/digits/mlp"
     assert not tiles.exists() or not any(tiles.iterdir())
@@ -202,8 +206,14 @@ def test_ntk_spectrum_on_generated_cifar10_files(project_copy):
         f"  checksums: {json.dumps(checksums)}\n"
     )
     run_kedro(
-        project_copy, "run", "--env", "test", "--pipelines", "ntk_spectrum",
-        "--params", "model=lenet",
+        project_copy,
+        "run",
+        "--env",
+        "test",
+        "--pipelines",
+        "ntk_spectrum",
+        "--params",
+        "model=lenet",
     )
     values = np.load(
         _latest(project_copy, "data/07_model_output/ntk_spectrum/cifar10/lenet/eigenvalues.npy")

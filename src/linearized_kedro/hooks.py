@@ -121,9 +121,12 @@ class UpstreamArtifactsHook:
             runtime = run_params.get("runtime_params") or {}
             flat = ",".join(f"{k}={v}" for k, v in _flatten(runtime).items())
             suggestion = f" --params {flat}" if flat else ""
+            by_producer: dict[str, list[str]] = {}
+            for name, producer in missing:
+                by_producer.setdefault(producer, []).append(name)
             lines = [
-                f"  - {name}: run `kedro run --pipelines {producer}{suggestion}` first"
-                for name, producer in missing
+                f"  - {', '.join(names)}: run `kedro run --pipelines {producer}{suggestion}` first"
+                for producer, names in by_producer.items()
             ]
             raise RuntimeError(
                 "Missing upstream artifacts for this run's settings (dataset/model):\n"

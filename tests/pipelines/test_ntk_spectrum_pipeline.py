@@ -18,11 +18,13 @@ N_TRAIN, N_TEST = 30, 10
 
 
 def _data(shape=(6, 6, 1), seed=0):
-    x = np.asarray(
-        jax.random.normal(jax.random.key(seed), (N_TRAIN + N_TEST, *shape)), np.float32
-    )
-    report = {"dataset": "synthetic", "num_train": N_TRAIN, "num_test": N_TEST,
-              "input_shape": list(shape)}
+    x = np.asarray(jax.random.normal(jax.random.key(seed), (N_TRAIN + N_TEST, *shape)), np.float32)
+    report = {
+        "dataset": "synthetic",
+        "num_train": N_TRAIN,
+        "num_test": N_TEST,
+        "input_shape": list(shape),
+    }
     return x, report
 
 
@@ -52,8 +54,14 @@ class Kept(MemoryDataset):
         pass
 
 
-OUTPUTS = ("ntk_eigenvalues", "ntk_eigenvectors", "ntk_report", "ntk_init_params",
-           "ntk_sample_index", "ntk_spectrum_plot")
+OUTPUTS = (
+    "ntk_eigenvalues",
+    "ntk_eigenvectors",
+    "ntk_report",
+    "ntk_init_params",
+    "ntk_sample_index",
+    "ntk_spectrum_plot",
+)
 
 
 def _catalog(tmp_path, x, report, ntk):

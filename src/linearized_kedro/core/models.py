@@ -9,7 +9,7 @@ functions of θ used for kernels, linearisations, NADs and evaluation run it wit
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, fields
 from functools import partial
 from typing import Any
 
@@ -103,9 +103,7 @@ class ModelConfig:
         """Validates an (H, W, C) input shape for this preset; returns it as a tuple."""
         shape = tuple(int(v) for v in input_shape)
         if len(shape) != 3 or min(shape) < 1:
-            raise ValueError(
-                f"Model {self.name!r} takes images of shape (H, W, C); got {shape}."
-            )
+            raise ValueError(f"Model {self.name!r} takes images of shape (H, W, C); got {shape}.")
         if self.input_shape is not None and shape != self.input_shape:
             raise ValueError(
                 f"Model preset {self.name!r} is configured for inputs of shape "
@@ -165,18 +163,16 @@ class ResNetBlock(nn.Module):
     @nn.compact
     def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
         act = ACTIVATIONS[self.activation]
-        norm = partial(
-            nn.BatchNorm, use_running_average=not train, momentum=0.9, epsilon=1e-5
-        )
+        norm = partial(nn.BatchNorm, use_running_average=not train, momentum=0.9, epsilon=1e-5)
         residual = x
         y = Conv(self.filters, (3, 3), self.strides, padding="SAME", use_bias=False)(x)
         y = act(norm()(y))
         y = Conv(self.filters, (3, 3), padding="SAME", use_bias=False)(y)
         y = norm(scale_init=nn.initializers.zeros)(y)
         if residual.shape != y.shape:
-            residual = Conv(
-                self.filters, (1, 1), self.strides, use_bias=False, name="conv_proj"
-            )(residual)
+            residual = Conv(self.filters, (1, 1), self.strides, use_bias=False, name="conv_proj")(
+                residual
+            )
             residual = norm(name="norm_proj")(residual)
         return act(residual + y)
 
@@ -191,18 +187,17 @@ class ResNet18(nn.Module):
     @nn.compact
     def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
         act = ACTIVATIONS[self.activation]
-        x = Conv(self.num_filters, (3, 3), padding=((1, 1), (1, 1)), use_bias=False,
-                 name="conv_init")(x)
-        x = nn.BatchNorm(
-            use_running_average=not train, momentum=0.9, epsilon=1e-5, name="bn_init"
+        x = Conv(
+            self.num_filters, (3, 3), padding=((1, 1), (1, 1)), use_bias=False, name="conv_init"
         )(x)
+        x = nn.BatchNorm(use_running_average=not train, momentum=0.9, epsilon=1e-5, name="bn_init")(
+            x
+        )
         x = act(x)
         for i, block_size in enumerate(self.stage_sizes):
             for j in range(block_size):
                 strides = (2, 2) if i > 0 and j == 0 else (1, 1)
-                x = ResNetBlock(self.num_filters * 2**i, strides, self.activation)(
-                    x, train=train
-                )
+                x = ResNetBlock(self.num_filters * 2**i, strides, self.activation)(x, train=train)
         x = jnp.mean(x, axis=(1, 2))
         return nn.Dense(1)(x)
 
@@ -240,7 +235,8 @@ def init_variables(
     if isinstance(key, int | np.integer):
         key = jax.random.key(int(key))
     x = jnp.zeros((1, *tuple(input_shape)), jnp.float32)
-    variables = module.init(key, x, train=False)
+    # Compiled: Flax's eager initialisers dispatch hundreds of tiny ops (seconds on a CPU).
+    variables = jax.jit(partial(module.init, train=False))(key, x)
     return jax.tree_util.tree_map(lambda a: a, dict(variables))
 
 

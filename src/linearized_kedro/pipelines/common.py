@@ -23,9 +23,11 @@ def model_kinds(linearize: Any) -> tuple[str, ...]:
 
 def index_list(label_idx: Any, *, name: str = "label_idx") -> list[int]:
     """One integer or a list of integers → a sorted list of distinct non-negative ints."""
-    values = label_idx if isinstance(label_idx, Sequence) and not isinstance(label_idx, str) else [
+    values = (
         label_idx
-    ]
+        if isinstance(label_idx, Sequence) and not isinstance(label_idx, str)
+        else [label_idx]
+    )
     out = []
     for value in values:
         if isinstance(value, bool) or not isinstance(value, int | np.integer):

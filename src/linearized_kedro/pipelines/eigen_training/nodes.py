@@ -187,21 +187,36 @@ def plot_accuracy_vs_index(eigen_training_results: pd.DataFrame, ntk_report: dic
     for kind, group in table.groupby("kind"):
         color, marker, label = styles.get(kind, ("C2", "^", kind))
         group = group.sort_values("label_idx")
-        ax.plot(group["label_idx"] + 1, group["test_accuracy"], marker=marker, color=color,
-                label=f"{label} (test)")
-        ax.plot(group["label_idx"] + 1, group["train_accuracy"], marker=marker, color=color,
-                ls=":", alpha=0.6, label=f"{label} (train)")
+        ax.plot(
+            group["label_idx"] + 1,
+            group["test_accuracy"],
+            marker=marker,
+            color=color,
+            label=f"{label} (test)",
+        )
+        ax.plot(
+            group["label_idx"] + 1,
+            group["train_accuracy"],
+            marker=marker,
+            color=color,
+            ls=":",
+            alpha=0.6,
+            label=f"{label} (train)",
+        )
     base = table.drop_duplicates("label_idx").sort_values("label_idx")
-    ax.plot(base["label_idx"] + 1, base["majority_baseline_test"], color="gray", ls="--",
-            label="majority class (test)")
+    ax.plot(
+        base["label_idx"] + 1,
+        base["majority_baseline_test"],
+        color="gray",
+        ls="--",
+        label="majority class (test)",
+    )
     ax.set_xscale("log")
     ax.set_xlabel("eigenfunction index j + 1 (log scale)")
     ax.set_ylabel("accuracy")
     ax.set_ylim(0.4, 1.02)
     cfg = ntk_report.get("model_config", {})
-    ax.set_title(
-        f"NTK eigenfunction benchmark: {cfg.get('name')} on {ntk_report.get('dataset')}"
-    )
+    ax.set_title(f"NTK eigenfunction benchmark: {cfg.get('name')} on {ntk_report.get('dataset')}")
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
@@ -211,13 +226,15 @@ def plot_accuracy_vs_index(eigen_training_results: pd.DataFrame, ntk_report: dic
 def plot_alignment(eigen_training_alignment: dict[str, Any]):
     """End-kernel energy on the initial eigenvectors, trace-normalised, train vs test."""
     runs = eigen_training_alignment.get("runs", {})
-    fig, axes = plt.subplots(1, max(len(runs), 1), figsize=(4.2 * max(len(runs), 1), 3.6),
-                             squeeze=False)
+    fig, axes = plt.subplots(
+        1, max(len(runs), 1), figsize=(4.2 * max(len(runs), 1), 3.6), squeeze=False
+    )
     if not runs:
         axes[0, 0].text(0.5, 0.5, "no network runs with alignment", ha="center")
         axes[0, 0].set_axis_off()
-    for ax, (j, arrays) in zip(axes[0], sorted(runs.items(), key=lambda t: int(t[0])),
-                               strict=False):
+    for ax, (j, arrays) in zip(
+        axes[0], sorted(runs.items(), key=lambda t: int(t[0])), strict=False
+    ):
         for split, color in (("train", "C0"), ("test", "C3")):
             values = np.asarray(arrays.get(f"{split}_normalized", arrays.get(split)))
             ax.semilogy(np.arange(len(values)), values, color=color, lw=1, label=split)

@@ -76,11 +76,23 @@ def compare_init_and_pretrained_kernels(
     for j in indices:
         y = binarize_eigenfunction(ntk_eigenvectors, j)
         data = (x[:num_train], y[:num_train], x[num_train:], y[num_train:])
-        network = train_model(module, ntk_init_params, "network", *data, cfg, train_key,
-                              progress=pretrained_comparison.progress)
+        network = train_model(
+            module,
+            ntk_init_params,
+            "network",
+            *data,
+            cfg,
+            train_key,
+            progress=pretrained_comparison.progress,
+        )
         results = {"network": network}
         results["linear_init"] = train_model(
-            module, ntk_init_params, "linear_diff", *data, cfg, train_key,
+            module,
+            ntk_init_params,
+            "linear_diff",
+            *data,
+            cfg,
+            train_key,
             progress=pretrained_comparison.progress,
         )
         if network.diverged:
@@ -88,8 +100,14 @@ def compare_init_and_pretrained_kernels(
         else:
             pretrained = {"params": network.params, **init_state}
             results["linear_pretrained"] = train_model(
-                module, pretrained, "linear_diff", *data, cfg, train_key,
-                linearization_point=pretrained, progress=pretrained_comparison.progress,
+                module,
+                pretrained,
+                "linear_diff",
+                *data,
+                cfg,
+                train_key,
+                linearization_point=pretrained,
+                progress=pretrained_comparison.progress,
             )
         for name, _label in MODELS:
             result = results.get(name)
@@ -132,8 +150,12 @@ def plot_comparison(pretrained_comparison_results: pd.DataFrame, ntk_report: dic
         for offset, split, color in ((-0.2, "train", "C0"), (0.2, "test", "C1")):
             values = [group.get(f"{split}_accuracy", pd.Series()).get(n, np.nan) for n in names]
             ax.bar(pos + offset, values, width=0.4, color=color, label=split)
-        ax.axhline(float(group["majority_baseline_test"].iloc[0]), color="gray", ls="--",
-                   label="majority class (test)")
+        ax.axhline(
+            float(group["majority_baseline_test"].iloc[0]),
+            color="gray",
+            ls="--",
+            label="majority class (test)",
+        )
         ax.set_xticks(pos, ["network", "linear\n(init kernel)", "linear\n(pretrained kernel)"])
         ax.set_ylim(0, 1.05)
         ax.set_ylabel("accuracy")
