@@ -8,6 +8,7 @@ from typing import Any
 
 import jax
 import matplotlib
+import matplotlib.ticker
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
@@ -141,6 +142,9 @@ def train_on_eigenfunctions(
                 "kind": kind,
                 "eigenvalue": float(ntk_eigenvalues[j]),
                 "positive_fraction": float(np.mean(y_all)),
+                # One class only (e.g. the Perron-Frobenius top eigenvector, SPEC §2.3 (d)):
+                # accuracy is trivially the majority baseline.
+                "degenerate": bool(np.all(y_all == y_all[0])),
                 "majority_baseline_test": majority_baseline(y_all[num_train:]),
                 "majority_baseline_train": majority_baseline(y_all[:num_train]),
                 "diverged": bool(result.diverged),
@@ -176,6 +180,12 @@ def train_on_eigenfunctions(
         "settings": {"train": asdict(cfg), "indices": indices},
     }
     table = pd.DataFrame(rows).sort_values(["label_idx", "kind"]).reset_index(drop=True)
+    degenerate = sorted(set(table.loc[table["degenerate"], "label_idx"]))
+    if degenerate:
+        logger.warning(
+            "Eigenfunctions %s have a single sign: one-class tasks, accuracy is trivial.",
+            degenerate,
+        )
     return table, histories, trained, alignment_out
 
 
@@ -212,6 +222,7 @@ def plot_accuracy_vs_index(eigen_training_results: pd.DataFrame, ntk_report: dic
         label="majority class (test)",
     )
     ax.set_xscale("log")
+    ax.xaxis.set_major_formatter(matplotlib.ticker.ScalarFormatter())
     ax.set_xlabel("eigenfunction index j + 1 (log scale)")
     ax.set_ylabel("accuracy")
     ax.set_ylim(0.4, 1.02)
