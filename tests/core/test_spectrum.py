@@ -1,0 +1,118 @@
+"""Eigensolver tests against numpy.linalg.eigh on matrices of known spectrum (SPEC §3.1)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from linearized_kedro.core import spectrum
+
+N = 300
+
+
+def known_spd(n: int = N, seed: int = 0, decay: float = 0.97) -> np.ndarray:
+    """Q diag(λ) Qᵀ with λ_j = 1e3·decay^j (+ a flat tail), a slowly decaying NTK-like spectrum."""
+    rng = np.random.default_rng(seed)
+    Q, _ = np.linalg.qr(rng.standard_normal((n, n)))
+    lam = 1e3 * decay ** np.arange(n) + 1e-3
+    return (Q * lam) @ Q.T
+
+
+def subspace_cos(A: np.ndarray, B: np.ndarray) -> float:
+    """Smallest principal cosine between the row spaces of A and B (both (k, N))."""
+    return float(np.linalg.svd(A @ B.T, compute_uv=False).min())
+
+
+@pytest.fixture(scope="module")
+def gram():
+    K = known_spd()
+    w, V = np.linalg.eigh(K)
+    return K, w[::-1], V[:, ::-1].T
+
+
+@pytest.mark.parametrize("solver", ["dense", "block_krylov"])
+def test_top_eigenpairs_match_reference(gram, solver):
+    K, w, V = gram
+    k = 40
+    e = spectrum.top_eigenpairs(K, k, solver=solver, tol=1e-9)
+    assert e.solver == solver and e.values.dtype == np.float64
+    assert e.vectors.shape == (k, N)
+    np.testing.assert_allclose(e.values, w[:k], rtol=1e-10)
+    assert np.all(np.diff(e.values) <= 0)
+    np.testing.assert_allclose(np.linalg.norm(e.vectors, axis=1), 1.0, rtol=1e-12)
+    for j in (10, 40):
+        assert subspace_cos(e.vectors[:j], V[:j]) > 1 - 1e-10
+    assert np.max(e.residuals) < 1e-8
+    np.testing.assert_allclose(e.residuals, spectrum.eigen_residuals(K, e.values, e.vectors))
+
+
+def test_solvers_agree_on_float32_input(gram):
+    K = gram[0].astype(np.float32)
+    a = spectrum.top_eigenpairs(K, 20, solver="dense")
+    b = spectrum.top_eigenpairs(K, 20, solver="block_krylov")
+    np.testing.assert_allclose(a.values, b.values, rtol=1e-9)
+    np.testing.assert_allclose(a.vectors, b.vectors, atol=1e-6)  # same sign convention
+
+
+def test_block_krylov_is_deterministic(gram):
+    K = gram[0]
+    a = spectrum.top_eigenpairs(K, 15, solver="block_krylov", seed=3)
+    b = spectrum.top_eigenpairs(K, 15, solver="block_krylov", seed=3)
+    np.testing.assert_array_equal(a.values, b.values)
+    np.testing.assert_array_equal(a.vectors, b.vectors)
+    assert a.info["seed"] == 3
+
+
+def test_sign_convention():
+    v = np.array([[0.1, -0.9, 0.3], [0.5, -0.5, 0.2], [-0.6, 0.0, 0.6]])
+    out = spectrum.apply_sign_convention(v)
+    np.testing.assert_array_equal(out[0], -v[0])  # largest |entry| made positive
+    np.testing.assert_array_equal(out[1], v[1])  # tie: the first index wins
+    np.testing.assert_array_equal(out[2], -v[2])
+    np.testing.assert_array_equal(spectrum.apply_sign_convention(-v), out)
+    np.testing.assert_array_equal(spectrum.apply_sign_convention(out), out)
+
+
+def test_eigen_residuals_detect_wrong_pairs(gram):
+    K, w, V = gram
+    assert np.max(spectrum.eigen_residuals(K, w[:3], V[:3])) < 1e-10
+    assert np.min(spectrum.eigen_residuals(K, w[:3] * 1.01, V[:3])) > 5e-3
+
+
+def test_nystrom_with_all_landmarks_is_exact(gram):
+    K, w, V = gram
+    idx = np.random.default_rng(1).permutation(N)
+    e = spectrum.nystrom_eigenpairs(K[:, idx], idx, 25)
+    assert e.solver == "nystrom" and "Nyström" in e.info["approximation"]
+    np.testing.assert_allclose(e.values, w[:25], rtol=1e-9)
+    np.testing.assert_allclose(e.vectors, spectrum.apply_sign_convention(V[:25]), atol=1e-8)
+
+
+def test_nystrom_drops_tiny_eigenvalues():
+    rng = np.random.default_rng(2)
+    F = rng.standard_normal((N, 5))
+    K = F @ F.T  # rank 5
+    idx = rng.choice(N, 40, replace=False)
+    e = spectrum.nystrom_eigenpairs(K[:, idx], idx, 20)
+    assert e.values.shape == (5,) and e.info["dropped"] == 15
+    assert np.all(e.values > 0) and np.all(np.isfinite(e.vectors))
+    # Without the cut-off, dividing by round-off eigenvalues would blow vectors up.
+    assert np.max(np.abs(e.vectors)) < 10
+
+
+def test_bad_inputs(gram):
+    K = gram[0]
+    with pytest.raises(ValueError, match="1 <= k < N"):
+        spectrum.top_eigenpairs(K, N)
+    with pytest.raises(ValueError, match="1 <= k < N"):
+        spectrum.top_eigenpairs(K, 0)
+    with pytest.raises(ValueError, match="square"):
+        spectrum.top_eigenpairs(K[:, :10], 3)
+    with pytest.raises(ValueError, match="NaN"):
+        spectrum.top_eigenpairs(np.full((4, 4), np.nan), 2)
+    with pytest.raises(ValueError, match="Unknown solver"):
+        spectrum.top_eigenpairs(K, 3, solver="arpack")
+    with pytest.raises(ValueError, match="distinct"):
+        spectrum.nystrom_eigenpairs(K[:, [0, 0]], np.array([0, 0]), 1)
+    with pytest.raises(ValueError, match="k must"):
+        spectrum.nystrom_eigenpairs(K[:, :3], np.arange(3), 4)
