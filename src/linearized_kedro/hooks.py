@@ -93,6 +93,19 @@ class RunMetadataHook:
         )
 
 
+class CloseFiguresHook:
+    """Closes a matplotlib figure once the catalog has saved it (nodes return figures)."""
+
+    @hook_impl
+    def after_dataset_saved(self, dataset_name: str, data: Any, node) -> None:
+        from matplotlib.figure import Figure
+
+        if isinstance(data, Figure):
+            import matplotlib.pyplot as plt
+
+            plt.close(data)
+
+
 class UpstreamArtifactsHook:
     """Fails early, naming the pipeline to run, when an upstream artifact is missing.
 

@@ -2,13 +2,18 @@
 
 import os
 
-from linearized_kedro.hooks import JaxRuntimeHook, RunMetadataHook, UpstreamArtifactsHook
+from linearized_kedro.hooks import (
+    CloseFiguresHook,
+    JaxRuntimeHook,
+    RunMetadataHook,
+    UpstreamArtifactsHook,
+)
 
 # JAX is multithreaded: a process forked after JAX initialised can hang. Kedro's
 # ParallelRunner reads this variable to choose how it starts its workers.
 os.environ.setdefault("KEDRO_MP_CONTEXT", "spawn")
 
-HOOKS = (JaxRuntimeHook(), RunMetadataHook(), UpstreamArtifactsHook())
+HOOKS = (JaxRuntimeHook(), RunMetadataHook(), UpstreamArtifactsHook(), CloseFiguresHook())
 
 CONFIG_LOADER_ARGS = {
     "base_env": "base",

@@ -46,29 +46,31 @@ def test_parameter_counts_match_spec(name, shape):
 
 @pytest.mark.parametrize("name", MODEL_NAMES)
 def test_single_output_and_determinism(name):
-    module = build_model({"name": name, "stage_sizes": [1, 1], "num_filters": 8})
-    x = jax.random.normal(jax.random.key(1), (3, 8, 8, 3))
-    v1 = init_variables(module, 42, (8, 8, 3))
-    v2 = init_variables(module, 42, (8, 8, 3))
+    module = build_model({"name": name, "stage_sizes": [1], "num_filters": 4, "features": [8]})
+    x = jax.random.normal(jax.random.key(1), (3, 4, 4, 3))
+    v1 = init_variables(module, 42, (4, 4, 3))
+    v2 = init_variables(module, 42, (4, 4, 3))
     chex_equal = jax.tree_util.tree_map(np.array_equal, v1, v2)
     assert all(jax.tree_util.tree_leaves(chex_equal))
-    out = module.apply(v1, x, train=False)
+    out = jax.jit(module.apply, static_argnames="train")(v1, x, train=False)
     assert out.shape == (3, 1)
 
 
 def test_resnet_inference_mode_is_per_sample_and_immutable():
     """SPEC §1.3: inference-mode BN with immutable state must not raise, and must not
     couple samples (the original crashes here)."""
-    module = build_model({"name": "resnet18", "stage_sizes": [1, 1], "num_filters": 8})
-    variables = init_variables(module, 0, (8, 8, 3))
+    module = build_model({"name": "resnet18", "stage_sizes": [1, 1], "num_filters": 4})
+    variables = init_variables(module, 0, (4, 4, 3))
     params, state = split_variables(variables)
-    f = scalar_apply(module, state)
-    x = jax.random.normal(jax.random.key(2), (4, 8, 8, 3))
+    f = jax.jit(scalar_apply(module, state))
+    x = jax.random.normal(jax.random.key(2), (4, 4, 4, 3))
     batch = f(params, x)
     single = jnp.concatenate([f(params, x[i : i + 1]) for i in range(4)])
     np.testing.assert_allclose(batch, single, rtol=1e-5, atol=1e-6)
     # Training mode updates the running statistics through a mutable collection.
-    _, updated = module.apply(variables, x, train=True, mutable=["batch_stats"])
+    _, updated = jax.jit(lambda v, x: module.apply(v, x, train=True, mutable=["batch_stats"]))(
+        variables, x
+    )
     changed = jax.tree_util.tree_map(
         lambda a, b: not np.allclose(a, b), state["batch_stats"], updated["batch_stats"]
     )
@@ -77,12 +79,12 @@ def test_resnet_inference_mode_is_per_sample_and_immutable():
 
 def test_resnet_zero_init_residual_gives_zero_branch_gradients():
     """SPEC §1.2 structural fact: residual-branch convs get exactly zero gradient at init."""
-    module = build_model({"name": "resnet18", "stage_sizes": [1, 1], "num_filters": 8})
-    variables = init_variables(module, 0, (8, 8, 3))
+    module = build_model({"name": "resnet18", "stage_sizes": [1, 1], "num_filters": 4})
+    variables = init_variables(module, 0, (4, 4, 3))
     params, state = split_variables(variables)
-    f = scalar_apply(module, state)
-    x = jax.random.normal(jax.random.key(3), (2, 8, 8, 3))
-    grads = jax.grad(lambda p: f(p, x).sum())(params)
+    f = jax.jit(scalar_apply(module, state))
+    x = jax.random.normal(jax.random.key(3), (2, 4, 4, 3))
+    grads = jax.jit(jax.grad(lambda p: f(p, x).sum()))(params)
     flat = flax.traverse_util.flatten_dict(grads)
     branch = {k: v for k, v in flat.items() if k[0].startswith("ResNetBlock") and k[1] == "Conv_0"}
     assert branch and all(np.all(np.asarray(v) == 0) for v in branch.values())
