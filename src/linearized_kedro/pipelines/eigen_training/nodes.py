@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import io
 import logging
+import re
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -14,12 +16,16 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
+from kedro.io.core import get_filepath_str  # noqa: E402
+from kedro_datasets.pandas import CSVDataset  # noqa: E402
 
 from linearized_kedro.core.alignment import kernel_alignment  # noqa: E402
 from linearized_kedro.core.fingerprint import fingerprint  # noqa: E402
 from linearized_kedro.core.models import ModelConfig, build_model  # noqa: E402
+from linearized_kedro.core.sharding import partition_indices, partition_key  # noqa: E402
 from linearized_kedro.core.tasks import binarize_eigenfunction, majority_baseline  # noqa: E402
 from linearized_kedro.core.train import TrainConfig, train_sweep  # noqa: E402
+from linearized_kedro.datasets.metadata import atomic_write_bytes  # noqa: E402
 from linearized_kedro.pipelines.common import (  # noqa: E402
     as_params,
     index_list,
@@ -40,6 +46,10 @@ class EigenTrainingParams:
     sweep_strategy: str = "auto"
     progress: bool = True
     train: dict = field(default_factory=dict)
+    # Job-array sharding of the index list (docs/scaling.md): this job trains every
+    # num_partitions-th configured index starting at position `partition`.
+    partition: int | None = None
+    num_partitions: int = 1
 
 
 def check_spectrum(
@@ -105,7 +115,11 @@ def train_on_eigenfunctions(
         ntk_report, ntk_sample_index, sample_index, model_config, data_report, ntk_init_params
     )
     eigen_training = as_params(EigenTrainingParams, eigen_training)
-    indices = index_list(override(label_idx, eigen_training.label_idx))
+    indices = partition_indices(
+        index_list(override(label_idx, eigen_training.label_idx)),
+        eigen_training.partition,
+        eigen_training.num_partitions,
+    )
     kinds = model_kinds(override(linearize, eigen_training.linearize))
     cfg = TrainConfig.from_dict(eigen_training.train)
     config = ModelConfig.from_dict(model_config)
@@ -187,6 +201,118 @@ def train_on_eigenfunctions(
             degenerate,
         )
     return table, histories, trained, alignment_out
+
+
+class AtomicCSVDataset(CSVDataset):
+    """``pandas.CSVDataset`` whose saves are atomic (temporary sibling + rename).
+
+    Jobs of a partitioned sweep write beside each other while a merge may be listing
+    the folder; a reader sees a partition whole or not at all (temporary names end in
+    ``.partial``, which the ``.csv`` suffix filter of the PartitionedDataset skips).
+    """
+
+    def save(self, data: pd.DataFrame) -> None:
+        save_path = get_filepath_str(self._get_save_path(), self._protocol)
+        buffer = io.StringIO()
+        data.to_csv(path_or_buf=buffer, **self._save_args)
+        atomic_write_bytes(self._fs, save_path, buffer.getvalue().encode("utf-8"))
+        self._invalidate_cache()
+
+
+def train_partition(
+    prepared_inputs: np.ndarray,
+    data_report: dict[str, Any],
+    ntk_eigenvalues: np.ndarray,
+    ntk_eigenvectors: np.ndarray,
+    ntk_report: dict[str, Any],
+    ntk_sample_index: np.ndarray,
+    sample_index: np.ndarray,
+    ntk_init_params: dict,
+    model_config: ModelConfig,
+    eigen_training: EigenTrainingParams,
+    label_idx: Any,
+    linearize: Any,
+    seed: int,
+) -> tuple[dict[str, pd.DataFrame], dict[str, Any], dict[str, Any], dict[str, Any]]:
+    """``train_on_eigenfunctions`` with its table keyed by the job's partition.
+
+    Returns:
+        ``{'part-PPP-of-NNN': results table}`` (one key, for the PartitionedDataset of
+        CSVs), histories, trained parameters and alignment arrays.
+    """
+    table, histories, trained, alignment = train_on_eigenfunctions(
+        prepared_inputs,
+        data_report,
+        ntk_eigenvalues,
+        ntk_eigenvectors,
+        ntk_report,
+        ntk_sample_index,
+        sample_index,
+        ntk_init_params,
+        model_config,
+        eigen_training,
+        label_idx,
+        linearize,
+        seed,
+    )
+    params = as_params(EigenTrainingParams, eigen_training)
+    key = partition_key(params.partition, params.num_partitions)
+    return {key: table}, histories, trained, alignment
+
+
+def merge_partitions(
+    eigen_training_partitions: dict[str, Any],
+    eigen_training: EigenTrainingParams,
+    label_idx: Any,
+    linearize: Any,
+) -> pd.DataFrame:
+    """One results table from the partitions of a sweep (SPEC §3.2; docs/scaling.md).
+
+    Args:
+        eigen_training_partitions: ``{'part-PPP-of-NNN': table or loader}``, as a
+            PartitionedDataset loads it; partitions of other ``num_partitions`` are ignored.
+        eigen_training: the ``eigen_training:`` parameters (``num_partitions``, the
+            configured ``label_idx`` / ``linearize``).
+        label_idx, linearize: the command-line shortcuts, as for the training node.
+
+    Returns:
+        The table one process would have produced: rows sorted by (label_idx, kind).
+
+    Raises:
+        ValueError: missing partitions, or partitions from another sweep (other
+            indices, kinds or epochs).
+    """
+    params = as_params(EigenTrainingParams, eigen_training)
+    n = params.num_partitions
+    expected = {partition_key(p, n) for p in range(n)}
+    pattern = re.compile(rf"part-\d{{3}}-of-{n:03d}$")
+    found = {
+        key.rsplit("/", 1)[-1]: value
+        for key, value in eigen_training_partitions.items()
+        if pattern.search(key)
+    }
+    missing = sorted(expected - set(found))
+    if missing:
+        raise ValueError(
+            f"Cannot merge the eigen_training sweep: partitions {missing} of {n} are missing "
+            f"(found {sorted(found)}). Run each missing one with `kedro run --pipelines "
+            "eigen_training --tags eigen_training_sweep --params "
+            f"eigen_training.partition=<p>,eigen_training.num_partitions={n}` first."
+        )
+    tables = [found[key]() if callable(found[key]) else found[key] for key in sorted(expected)]
+    table = pd.concat(tables, ignore_index=True)
+    indices = index_list(override(label_idx, params.label_idx))
+    kinds = model_kinds(override(linearize, params.linearize))
+    want = {(int(j), kind) for j in indices for kind in kinds}
+    have = [(int(j), str(kind)) for j, kind in zip(table["label_idx"], table["kind"], strict=True)]
+    if set(have) != want or len(have) != len(want) or table["epochs"].nunique() > 1:
+        raise ValueError(
+            f"The {n} partitions hold tasks {sorted(have)} (epochs "
+            f"{sorted(set(table['epochs']))}), but this sweep expects {sorted(want)} with one "
+            "epoch count: they come from another sweep. Delete the partitions folder "
+            "(data/07_model_output/eigen_training/<dataset>/<model>/partitions) and rerun."
+        )
+    return table.sort_values(["label_idx", "kind"]).reset_index(drop=True)
 
 
 def plot_accuracy_vs_index(eigen_training_results: pd.DataFrame, ntk_report: dict[str, Any]):
