@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import io
 import logging
 import re
 from dataclasses import asdict, dataclass, field
@@ -16,8 +15,6 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
-from kedro.io.core import get_filepath_str  # noqa: E402
-from kedro_datasets.pandas import CSVDataset  # noqa: E402
 
 from linearized_kedro.core.alignment import kernel_alignment  # noqa: E402
 from linearized_kedro.core.fingerprint import fingerprint  # noqa: E402
@@ -25,7 +22,6 @@ from linearized_kedro.core.models import ModelConfig, build_model  # noqa: E402
 from linearized_kedro.core.sharding import partition_indices, partition_key  # noqa: E402
 from linearized_kedro.core.tasks import binarize_eigenfunction, majority_baseline  # noqa: E402
 from linearized_kedro.core.train import TrainConfig, train_sweep  # noqa: E402
-from linearized_kedro.datasets.metadata import atomic_write_bytes  # noqa: E402
 from linearized_kedro.pipelines.common import (  # noqa: E402
     as_params,
     index_list,
@@ -201,22 +197,6 @@ def train_on_eigenfunctions(
             degenerate,
         )
     return table, histories, trained, alignment_out
-
-
-class AtomicCSVDataset(CSVDataset):
-    """``pandas.CSVDataset`` whose saves are atomic (temporary sibling + rename).
-
-    Jobs of a partitioned sweep write beside each other while a merge may be listing
-    the folder; a reader sees a partition whole or not at all (temporary names end in
-    ``.partial``, which the ``.csv`` suffix filter of the PartitionedDataset skips).
-    """
-
-    def save(self, data: pd.DataFrame) -> None:
-        save_path = get_filepath_str(self._get_save_path(), self._protocol)
-        buffer = io.StringIO()
-        data.to_csv(path_or_buf=buffer, **self._save_args)
-        atomic_write_bytes(self._fs, save_path, buffer.getvalue().encode("utf-8"))
-        self._invalidate_cache()
 
 
 def train_partition(

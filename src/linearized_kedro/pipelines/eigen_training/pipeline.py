@@ -1,15 +1,21 @@
-"""Wiring of ``eigen_training``."""
+"""Wiring of ``eigen_training``.
+
+Tags split the pipeline for job arrays (docs/scaling.md): ``eigen_training_sweep``
+trains one partition of the index list and writes it to ``eigen_training_partitions``;
+``eigen_training_merge`` merges every partition into ``eigen_training_results`` and
+draws the main figure. A plain run does both, with one partition.
+"""
 
 from kedro.pipeline import Node, Pipeline
 
-from .nodes import plot_accuracy_vs_index, plot_alignment, train_on_eigenfunctions
+from .nodes import merge_partitions, plot_accuracy_vs_index, plot_alignment, train_partition
 
 
 def create_pipeline(**kwargs) -> Pipeline:
     return Pipeline(
         [
             Node(
-                train_on_eigenfunctions,
+                train_partition,
                 [
                     "prepared_inputs",
                     "data_report",
@@ -26,24 +32,39 @@ def create_pipeline(**kwargs) -> Pipeline:
                     "params:seed",
                 ],
                 [
-                    "eigen_training_results",
+                    "eigen_training_partitions",
                     "eigen_training_histories",
                     "eigen_training_params",
                     "eigen_training_alignment",
                 ],
                 name="train_on_eigenfunctions",
+                tags=["eigen_training_sweep"],
+            ),
+            Node(
+                merge_partitions,
+                [
+                    "eigen_training_partitions",
+                    "params:eigen_training",
+                    "params:label_idx",
+                    "params:linearize",
+                ],
+                "eigen_training_results",
+                name="merge_eigen_training_partitions",
+                tags=["eigen_training_merge"],
             ),
             Node(
                 plot_accuracy_vs_index,
                 ["eigen_training_results", "ntk_report"],
                 "eigen_training_accuracy_plot",
                 name="plot_accuracy_vs_eigen_index",
+                tags=["eigen_training_merge"],
             ),
             Node(
                 plot_alignment,
                 "eigen_training_alignment",
                 "eigen_training_alignment_plot",
                 name="plot_kernel_alignment",
+                tags=["eigen_training_sweep"],
             ),
         ]
     )

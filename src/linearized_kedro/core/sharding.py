@@ -1,0 +1,167 @@
+"""Spreading work over several devices with ``jax.sharding`` (DESIGN "Scale").
+
+One axis, ``"data"``, over the visible devices: rows of an NTK feature block (SPEC
+§3.1) or tasks of a vmapped training sweep (SPEC §3.2) are split along it, and the
+jitted computations run partitioned by XLA (GSPMD). No ``pmap``. With one device every
+helper is a no-op, so single- and multi-device runs share one code path.
+
+Also the index partitioning used to split a sweep over independent jobs
+(``eigen_training.partition`` / ``num_partitions``, Slurm job arrays).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+log = logging.getLogger(__name__)
+
+DATA_AXIS = "data"
+
+
+def device_mesh(axis: str = DATA_AXIS, devices: Sequence[Any] | None = None) -> Mesh:
+    """A one-axis ``Mesh`` over ``devices`` (default: this process's devices).
+
+    Args:
+        axis: the mesh axis name.
+        devices: devices to use; default ``jax.local_devices()``. Local, not global:
+            the Gram loop gathers every block on the host (see docs/scaling.md for
+            several hosts).
+
+    Returns:
+        A ``Mesh`` of shape (n_devices,).
+    """
+    devices = list(jax.local_devices() if devices is None else devices)
+    if not devices:
+        raise ValueError("device_mesh needs at least one device; got an empty list.")
+    return Mesh(np.asarray(devices, dtype=object), (axis,))
+
+
+def resolve_mesh(mesh: Mesh | str | None) -> Mesh | None:
+    """Turns a ``mesh=`` argument into a ``Mesh`` or ``None`` (no sharding).
+
+    Args:
+        mesh: ``"auto"`` (a mesh over all local devices when there are several, else
+            ``None``), ``None`` (no sharding) or a ``Mesh`` (used as given).
+
+    Returns:
+        The mesh to shard over, or ``None``.
+    """
+    if mesh is None or isinstance(mesh, Mesh):
+        return mesh
+    if mesh == "auto":
+        return device_mesh() if jax.local_device_count() > 1 else None
+    raise ValueError(f"mesh must be 'auto', None or a jax.sharding.Mesh; got {mesh!r}.")
+
+
+def mesh_size(mesh: Mesh | None) -> int:
+    """Number of devices in ``mesh`` (1 for ``None``)."""
+    return 1 if mesh is None else int(mesh.devices.size)
+
+
+def padded_size(n: int, mesh: Mesh | None) -> int:
+    """Smallest multiple of the mesh size that is >= n (n itself without a mesh)."""
+    k = mesh_size(mesh)
+    return -(-int(n) // k) * k
+
+
+def pad_rows(x: Any, n: int) -> jax.Array:
+    """Pads the leading axis of ``x`` (m, ...) with zeros to (n, ...), n >= m."""
+    x = jnp.asarray(x)
+    m = x.shape[0]
+    if n < m:
+        raise ValueError(f"pad_rows: target {n} rows is fewer than the {m} rows of x.")
+    if n == m:
+        return x
+    return jnp.concatenate([x, jnp.zeros((n - m, *x.shape[1:]), x.dtype)])
+
+
+def shard_batch(x: Any, mesh: Mesh | None, axis: str = DATA_AXIS) -> Any:
+    """Places the leading axis of every array in ``x`` across ``mesh``.
+
+    Args:
+        x: an array (B, ...) or a pytree of such arrays; B must be a multiple of the
+            mesh size (use ``pad_rows`` / ``padded_size``).
+        mesh: the mesh, or ``None`` to leave ``x`` where it is.
+        axis: the mesh axis to split along.
+
+    Returns:
+        The same pytree with ``NamedSharding(mesh, P(axis))`` arrays.
+    """
+    if mesh is None:
+        return x
+    k = mesh_size(mesh)
+    sharding = NamedSharding(mesh, PartitionSpec(axis))
+
+    def put(a):
+        a = jnp.asarray(a) if not isinstance(a, jax.Array) else a
+        if a.ndim == 0 or a.shape[0] % k:
+            raise ValueError(
+                f"Cannot split an array of shape {a.shape} over {k} devices: the leading "
+                f"axis must be a multiple of {k}; pad it with pad_rows(x, padded_size(n, mesh))."
+            )
+        return jax.device_put(a, sharding)
+
+    return jax.tree_util.tree_map(put, x)
+
+
+def replicate(tree: Any, mesh: Mesh | None) -> Any:
+    """Copies every array of ``tree`` to all devices of ``mesh`` (no-op for ``None``)."""
+    if mesh is None:
+        return tree
+    return jax.device_put(tree, NamedSharding(mesh, PartitionSpec()))
+
+
+def partition_indices(indices: Sequence[int], partition: int | None, num_partitions: int) -> list:
+    """Every ``num_partitions``-th entry of ``indices``, starting at ``partition``.
+
+    ``partition=3, num_partitions=8`` keeps entries 3, 11, 19, ... of the configured
+    list: a job array of 8 jobs covers the list exactly once, with balanced work when
+    the list is sorted by cost.
+
+    Args:
+        indices: the configured task list (e.g. eigenfunction indices).
+        partition: 0 <= partition < num_partitions, or ``None`` for the whole list.
+        num_partitions: number of jobs the list is split into (>= 1).
+
+    Returns:
+        The selected entries, in their configured order.
+    """
+    if isinstance(num_partitions, bool) or not isinstance(num_partitions, int | np.integer):
+        raise ValueError(f"num_partitions must be an integer >= 1; got {num_partitions!r}.")
+    if num_partitions < 1:
+        raise ValueError(f"num_partitions must be >= 1; got {num_partitions}.")
+    if partition is None:
+        if num_partitions != 1:
+            raise ValueError(
+                f"num_partitions={num_partitions} needs a partition index: pass "
+                "--params <pipeline>.partition=<p> with 0 <= p < num_partitions."
+            )
+        return list(indices)
+    if isinstance(partition, bool) or not isinstance(partition, int | np.integer):
+        raise ValueError(f"partition must be an integer or null; got {partition!r}.")
+    if not 0 <= partition < num_partitions:
+        raise ValueError(
+            f"partition={partition} is outside 0..{num_partitions - 1} "
+            f"(num_partitions={num_partitions}); Slurm: use $SLURM_ARRAY_TASK_ID with "
+            f"--array=0-{num_partitions - 1}."
+        )
+    selected = list(indices)[partition::num_partitions]
+    if not selected:
+        raise ValueError(
+            f"Partition {partition} of {num_partitions} is empty: the list has only "
+            f"{len(indices)} entries. Use num_partitions <= {len(indices)}."
+        )
+    return selected
+
+
+def partition_key(partition: int | None, num_partitions: int) -> str:
+    """File key of one partition's results, e.g. ``part-003-of-008``."""
+    p = 0 if partition is None else int(partition)
+    return f"part-{p:03d}-of-{int(num_partitions):03d}"
