@@ -2,16 +2,21 @@
 
 Baseline (SPEC §1.6): one jitted step per batch, batches gathered by host-side indexing of a
 device array, drop-last, loss/accuracy pulled to the host after every step, evaluation in
-batches of 128 with a host pull per batch. Engine: ``core.train`` (one ``lax.scan`` per epoch,
-masked last batch). Same data (CIFAR-shaped random normal), same model, variants interleaved.
+batches of 128 with a host pull per batch. Engine: ``core.train.train_model`` with its
+automatic epoch mode (``resolve_epoch_mode``) and with the other mode (``"scan"``: one
+``lax.scan`` per epoch; ``"loop"``: a Python loop of donated, compiled steps), masked last
+batch. Sweeps: ``train_sweep`` with each strategy. Same data (CIFAR-shaped random normal, on
+the device), same model, variants interleaved, minimum over ``--repeat`` runs after a
+warm-up (compilation) run.
 
-Usage: python benchmarks/training.py [--n 4096] [--repeat 2] [--models lenet mlp]
+Usage: python benchmarks/training.py [--n 4096] [--repeat 2] [--models mlp lenet]
 """
 
 from __future__ import annotations
 
 import argparse
 import functools
+import os
 import platform
 import time
 
@@ -22,7 +27,14 @@ import optax
 
 from linearized_kedro.core.linearize import linearize
 from linearized_kedro.core.models import build_model, init_variables, scalar_apply
-from linearized_kedro.core.train import TrainConfig, make_optimizer, train_model, train_sweep
+from linearized_kedro.core.train import (
+    TrainConfig,
+    make_optimizer,
+    resolve_epoch_mode,
+    resolve_strategy,
+    train_model,
+    train_sweep,
+)
 
 
 def baseline_epoch(module, variables, kind, x, y, xt, yt, cfg, key, step_cache):
@@ -67,15 +79,17 @@ def baseline_epoch(module, variables, kind, x, y, xt, yt, cfg, key, step_cache):
 
 
 def step_flops(module, variables, kind, x, y, cfg):
+    """XLA's FLOP count of one training step's gradient (data passed as arguments, not
+    closed over, so that XLA does not constant-fold the network)."""
     f = scalar_apply(module, {})
     model = linearize(f, variables["params"]) if kind == "linear" else f
 
-    def loss(p):
-        return jnp.mean(
-            optax.sigmoid_binary_cross_entropy(model(p, x[: cfg.batch_size]), y[: cfg.batch_size])
-        )
+    def loss(p, xb, yb):
+        return jnp.mean(optax.sigmoid_binary_cross_entropy(model(p, xb), yb))
 
-    cost = jax.jit(jax.grad(loss)).lower(variables["params"]).compile().cost_analysis()
+    b = cfg.batch_size
+    compiled = jax.jit(jax.grad(loss)).lower(variables["params"], x[:b], y[:b]).compile()
+    cost = compiled.cost_analysis()
     cost = cost[0] if isinstance(cost, list) else cost
     return float(cost.get("flops", float("nan")))
 
@@ -96,6 +110,28 @@ def timed(fn):
     return time.perf_counter() - t
 
 
+def cpu_model():
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown CPU"
+
+
+def interleaved(variants, repeat):
+    """Min wall time of each variant, variants interleaved (after one warm-up call each)."""
+    for fn in variants.values():
+        fn()
+    times = {k: [] for k in variants}
+    for _ in range(repeat):
+        for k, fn in variants.items():
+            times[k].append(timed(fn))
+    return {k: min(v) for k, v in times.items()}
+
+
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--n", type=int, default=4096)
@@ -103,68 +139,102 @@ def main():
     parser.add_argument("--tasks", type=int, default=8)
     parser.add_argument("--models", nargs="+", default=["mlp", "lenet"])
     args = parser.parse_args()
-    print(f"jax {jax.__version__} backend {jax.default_backend()} {platform.processor()}")
+    print(
+        f"{time.strftime('%Y-%m-%d %H:%M')} jax {jax.__version__} backend "
+        f"{jax.default_backend()} | {cpu_model()} x{os.cpu_count()} | load average "
+        f"{' '.join(f'{v:.1f}' for v in os.getloadavg())}"
+    )
     rng = np.random.default_rng(0)
     x_np = rng.normal(size=(args.n, 32, 32, 3)).astype(np.float32)
     y_np = (rng.random(args.n) > 0.5).astype(np.float32)
-    xt_np, yt_np = x_np[:256], y_np[:256]
-    x, y, xt, yt = map(jnp.asarray, (x_np, y_np, xt_np, yt_np))
-    cfg = TrainConfig(epochs=1, batch_size=128)
+    # Data on the device for every variant (the engine keeps device arrays there).
+    x, y = jnp.asarray(x_np), jnp.asarray(y_np)
+    xt, yt = x[:256], y[:256]
     peak = matmul_gflops()
     print(f"matmul 2048^2 f32: {peak:.1f} GFLOP/s")
     for name in args.models:
         module = build_model({"name": name})
         variables = init_variables(module, 0, (32, 32, 3))
+        auto_mode = resolve_epoch_mode("auto", variables["params"])
+        other_mode = "scan" if auto_mode == "loop" else "loop"
         cache = {}
         for kind in ("network", "linear"):
-            flops = step_flops(module, variables, kind, x, y, cfg) * (args.n // 128)
-
-            engine = functools.partial(
-                train_model, module, variables, kind, x_np, y_np, xt_np, yt_np, cfg, 0
-            )
-            base = functools.partial(
-                baseline_epoch, module, variables, kind, x, y, xt, yt, cfg, jax.random.key(0), cache
-            )
-
-            engine(), base()  # compile
-            te, tb = [], []
-            for _ in range(args.repeat):
-                te.append(timed(engine))
-                tb.append(timed(base))
-            te, tb = min(te), min(tb)
-            print(
-                f"{name:5s} {kind:7s} epoch: engine {te:6.2f}s ({args.n / te:7.0f} samples/s, "
-                f"{flops / te / 1e9:5.1f} GFLOP/s = {flops / te / 1e9 / peak:5.1%} of matmul) | "
-                f"baseline {tb:6.2f}s ({args.n / tb:7.0f} samples/s) | speed-up {tb / te:4.2f}x"
-            )
-        ys = (rng.random((args.tasks, args.n)) > 0.5).astype(np.float32)
+            flops = step_flops(module, variables, kind, x, y, TrainConfig()) * (args.n // 128)
+            variants = {
+                f"engine auto={auto_mode}": functools.partial(
+                    train_model,
+                    module,
+                    variables,
+                    kind,
+                    x,
+                    y,
+                    xt,
+                    yt,
+                    TrainConfig(epochs=1),
+                    0,
+                ),
+                f"engine {other_mode}": functools.partial(
+                    train_model,
+                    module,
+                    variables,
+                    kind,
+                    x,
+                    y,
+                    xt,
+                    yt,
+                    TrainConfig(epochs=1, epoch_mode=other_mode),
+                    0,
+                ),
+                "baseline": functools.partial(
+                    baseline_epoch,
+                    module,
+                    variables,
+                    kind,
+                    x,
+                    y,
+                    xt,
+                    yt,
+                    TrainConfig(epochs=1),
+                    jax.random.key(0),
+                    cache,
+                ),
+            }
+            times = interleaved(variants, args.repeat)
+            tb = times["baseline"]
+            for label, t in times.items():
+                print(
+                    f"{name:5s} {kind:7s} epoch {label:16s} {t:6.2f}s ({args.n / t:6.0f} samples/s, "
+                    f"{flops / t / 1e9:5.1f} GFLOP/s = {flops / t / 1e9 / peak:5.1%} of matmul)"
+                    + ("" if label == "baseline" else f" | vs baseline {tb / t:4.2f}x")
+                )
+        ys = jnp.asarray((rng.random((args.tasks, args.n)) > 0.5).astype(np.float32))
         yts = ys[:, :256]
         keys = list(range(args.tasks))
-        times = {}
-        strategies = ("vmap", "sequential") if name == "mlp" else ("auto", "sequential", "vmap")
-        for strategy in strategies:
-            sweep = functools.partial(
+        auto_strategy = resolve_strategy("auto", variables["params"])
+        variants = {
+            (f"auto={auto_strategy}" if s == "auto" else s): functools.partial(
                 train_sweep,
                 module,
                 variables,
                 "network",
-                x_np,
+                x,
                 ys,
-                xt_np,
+                xt,
                 yts,
-                cfg,
+                TrainConfig(epochs=1),
                 keys,
-                strategy=strategy,
+                strategy=s,
+                chunk_size=4,
             )
-            sweep()
-            times[strategy] = min(timed(sweep) for _ in range(max(1, args.repeat - 1)))
-        line = ", ".join(
-            f"{s} {t:6.2f}s ({args.tasks * args.n / t:7.0f} samples/s)" for s, t in times.items()
-        )
-        best = min(t for s, t in times.items() if s != "sequential")
-        print(
-            f"{name:5s} sweep of {args.tasks} network tasks (1 epoch): {line} | sequential/best {times['sequential'] / best:4.2f}x"
-        )
+            for s in ("auto", "sequential", "vmap", "chunked")
+        }
+        times = interleaved(variants, max(1, args.repeat - 1))
+        seq = times["sequential"]
+        for label, t in times.items():
+            print(
+                f"{name:5s} sweep of {args.tasks} network tasks, 1 epoch, {label:16s} {t:6.2f}s "
+                f"({args.tasks * args.n / t:6.0f} samples/s) | vs sequential {seq / t:4.2f}x"
+            )
 
 
 if __name__ == "__main__":

@@ -43,7 +43,7 @@ def test_linearize_equals_explicit_taylor_model(name):
     with jax.enable_x64(True):
         f, params0, delta, x = _setup64(name)
         flat0, unravel = ravel_pytree(params0)
-        jac = jax.jacrev(lambda flat: f(unravel(flat), x))(flat0)  # (B, P) reference
+        jac = jax.jit(jax.jacrev(lambda flat, x: f(unravel(flat), x)))(flat0, x)  # (B, P)
         f_lin = jax.jit(linearize(f, params0))
         np.testing.assert_allclose(f_lin(params0, x), f(params0, x), rtol=1e-13, atol=1e-13)
         theta = _axpy(1.0, delta, params0)
@@ -66,7 +66,7 @@ def test_gradient_of_linear_model_is_constant_and_equals_jacobian(name):
     with jax.enable_x64(True):
         f, params0, delta, x = _setup64(name)
         flat0, unravel = ravel_pytree(params0)
-        jac = jax.jacrev(lambda flat: f(unravel(flat), x))(flat0)
+        jac = jax.jit(jax.jacrev(lambda flat, x: f(unravel(flat), x)))(flat0, x)
         f_lin = linearize(f, params0)
         w = jnp.linspace(-1.0, 1.0, x.shape[0])
 

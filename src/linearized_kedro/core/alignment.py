@@ -143,6 +143,7 @@ def kernel_alignment(
         chunk = int(max(1, min(k, memory_bytes // max(per_vec, 1))))
     if int(chunk) < 1 or int(batch_size) < 1:
         raise ValueError("chunk and batch_size must be >= 1.")
+    chunk = min(int(chunk), k)
     dtype = jax.tree_util.tree_leaves(params)[0].dtype
     x = x.astype(dtype)
     u = eigvecs.astype(dtype)
@@ -158,8 +159,12 @@ def kernel_alignment(
     xbs = {name: _batched(x[idx], batch_size) for name, idx in parts.items()}
     sq = {name: [] for name in ("all", "train", "test")}
     with conv_autodiff("vjp"):
-        for start in range(0, k, int(chunk)):
-            uc = u[start : start + int(chunk)]
+        for start in range(0, k, chunk):
+            uc = u[start : start + chunk]
+            c = uc.shape[0]
+            # The last chunk is padded with zero vectors (zero cotangents, sliced off
+            # below) so that every chunk reuses one compiled program.
+            uc = np.concatenate([uc, np.zeros((chunk - c, n), uc.dtype)])
             accs = {}
             for name, idx in parts.items():
                 ub = _batched(uc[:, idx].T, batch_size)  # (nb, b, c)
@@ -167,7 +172,7 @@ def kernel_alignment(
             if disjoint_cover:
                 accs["all"] = jax.tree_util.tree_map(jnp.add, accs["train"], accs["test"])
             for name in sq:
-                sq[name].append(np.asarray(_sq_norms(accs[name]), np.float64))
+                sq[name].append(np.asarray(_sq_norms(accs[name]), np.float64)[:c])
         mask = _batched(np.ones(n, dtype), batch_size)
         trace = float(_grad_sq_norm_fn(module)(params, state, _batched(x, batch_size), mask))
     u64 = eigvecs.astype(np.float64)

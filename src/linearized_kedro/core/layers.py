@@ -6,10 +6,12 @@ so parameter trees, counts and initial values are identical to Flax's.
 
 Why it exists: inside a ``lax.scan`` (one compiled epoch, SPEC §4 item 15) XLA:CPU does not
 rewrite the convolutions that autodiff produces for the backward pass (the "transposed"
-input- and filter-gradient convolutions) into its fast forward form. On a 2-core CPU with
-jax 0.10.2 a LeNet epoch under scan was measured 13x slower than a Python loop of jitted
-steps. We therefore write the derivatives ourselves as forward-form, stride-1, VALID
-convolutions on explicitly padded / zero-upsampled arrays.
+input- and filter-gradient convolutions, with non-canonical dimension numbers) into its
+fast canonical form. On a 2-core CPU with jax 0.10.2 a LeNet epoch under scan was measured
+13x slower than a Python loop of jitted steps. We therefore write the derivatives ourselves
+as canonical (NHWC, HWIO, NHWC), stride-1 convolutions on explicitly padded /
+zero-upsampled / transposed arrays, behind optimisation barriers so that XLA cannot fold
+the transposes back into the convolutions.
 
 JAX cannot give one function both a custom VJP and a forward-mode rule, so the derivative
 rule is chosen at trace time with :func:`conv_autodiff`:
@@ -113,17 +115,29 @@ def _conv_fast_bwd(strides, pads, residuals, g):
     h, w = x.shape[1], x.shape[2]
     hp, wp = h + plh + phh, w + plw + phw
     g1 = _upsample_to_stride_one(g, strides, (hp - kh + 1, wp - kw + 1))
-    # Input gradient = "full" correlation of g1 with the flipped, in/out-swapped kernel,
-    # cropped back from the padded input frame.
-    k_flip = jnp.swapaxes(k[::-1, ::-1], 2, 3)
-    dx_padded = _conv(g1, k_flip, (1, 1), ((kh - 1, kh - 1), (kw - 1, kw - 1)))
-    dx = dx_padded[:, plh : plh + h, plw : plw + w, :]
-    # Kernel gradient: a VALID correlation of the padded input with g1 in which the batch
-    # axis plays the role of input features and the input channels the role of the batch.
-    xp = jnp.pad(x, ((0, 0), (plh, phh), (plw, phw), (0, 0)))
-    dk = lax.conv_general_dilated(
-        xp, g1, (1, 1), "VALID", dimension_numbers=("CHWN", "IHWO", "HWNC")
+    # Both gradients are canonical NHWC/HWIO/NHWC convolutions of physically transposed
+    # operands. The optimisation barriers stop XLA from folding the transposes (and the
+    # kernel flip) back into the convolution's dimension numbers: inside a while loop
+    # (lax.scan) XLA:CPU does not re-canonicalise such a convolution and runs it with a
+    # slow generic loop (measured 5-8x slower per convolution, jax 0.10.2).
+    # Input gradient: correlation of g1 with the flipped, in/out-swapped kernel. The "full"
+    # correlation (padding kh - 1) spans the padded input frame; padding it by
+    # kh - 1 - pad instead yields the unpadded input directly (cropping where negative).
+    k_flip = lax.optimization_barrier(jnp.swapaxes(k[::-1, ::-1], 2, 3))
+    lo_h, hi_h, lo_w, hi_w = kh - 1 - plh, kh - 1 - phh, kw - 1 - plw, kw - 1 - phw
+    dx = _conv(
+        g1,
+        k_flip,
+        (1, 1),
+        ((max(lo_h, 0), max(hi_h, 0)), (max(lo_w, 0), max(hi_w, 0))),
     )
+    dx = dx[:, max(-lo_h, 0) : max(-lo_h, 0) + h, max(-lo_w, 0) : max(-lo_w, 0) + w, :]
+    # Kernel gradient: a correlation of the input with g1 in which the input channels play
+    # the role of the batch and the batch the role of input features:
+    # (C, H, W, B) * (Ho1, Wo1, B, O) -> (C, kh, kw, O), with the layer's padding.
+    xt = lax.optimization_barrier(jnp.transpose(x, (3, 1, 2, 0)))
+    gt = lax.optimization_barrier(jnp.transpose(g1, (1, 2, 0, 3)))
+    dk = jnp.transpose(_conv(xt, gt, (1, 1), pads), (1, 2, 0, 3))
     return dx, dk.astype(k.dtype)
 
 

@@ -2,9 +2,13 @@
 
 Differences from the original ``sgd_train`` (SPEC §1.6), all deliberate:
 
-* An epoch is one compiled program: a ``lax.scan`` over the batches, followed by the test
-  evaluation, so there is one host round-trip per epoch (for history, progress and the
-  divergence check), never one per step.
+* There is one host round-trip per epoch (for history, progress and the divergence check),
+  never one per step. ``TrainConfig.epoch_mode`` picks how the epoch runs, with the same
+  numbers (to float32 rounding) either way: ``"scan"``, one compiled program (a ``lax.scan``
+  over the batches followed by the test evaluation), or ``"loop"``, a Python loop over one
+  compiled step per batch whose state buffers are donated and whose batch is gathered on the
+  device from the epoch's permutation (metrics accumulate as device scalars). ``"auto"``
+  is the scan (measured at least as fast, see ``resolve_epoch_mode``).
 * The last partial batch is **masked, not dropped** (SPEC §4 item 9). Positions past the end of
   the epoch's permutation are filled by wrapping around the permutation, so BatchNorm in
   training mode sees real samples, but their loss weight is 0: every sample contributes
@@ -21,9 +25,11 @@ Differences from the original ``sgd_train`` (SPEC §1.6), all deliberate:
 * A non-finite loss or parameter stops the run; the result is flagged ``diverged`` and holds
   the parameters of the last finite epoch.
 
-Convolutions are traced with hand-written derivative rules (``layers.conv_autodiff``),
-because XLA:CPU runs autodiff's backward convolutions inside ``lax.scan`` an order of
-magnitude slower (measured 13x for LeNet).
+Under scan, convolutions are traced with hand-written derivative rules
+(``layers.conv_autodiff``), because XLA:CPU runs autodiff's backward convolutions inside
+``lax.scan`` an order of magnitude slower (measured 13x for LeNet); with them a scanned
+LeNet epoch is about as fast as the loop (``benchmarks/README.md``, ``## training``). The
+loop uses XLA's own derivatives.
 """
 
 from __future__ import annotations
@@ -42,6 +48,7 @@ import numpy as np
 import optax
 from tqdm.auto import trange
 
+from . import sharding
 from .layers import conv_autodiff
 from .linearize import linearize, linearize_diff
 
@@ -407,7 +414,7 @@ def _compiled_loop_epoch(engine: _Engine, vmapped: bool):
 
     if vmapped:
         start = jax.vmap(start, in_axes=(0, 0, None))
-        loop_step = jax.vmap(loop_step, in_axes=(0, None, None, 0, 0, None))
+        loop_step = jax.vmap(loop_step, in_axes=(0, None, None, 0, 0, 0))
         loop_finish = jax.vmap(loop_finish, in_axes=(0, 0, None, None, None, 0))
     return (
         jax.jit(start),
@@ -449,11 +456,11 @@ def _check_labels(name: str, labels: np.ndarray, n: int) -> None:
         raise ValueError(f"{name} must be finite and in [0, 1] (binary labels 0/1).")
 
 
-def _pad_test(test_x: np.ndarray, eval_batch: int):
+def _pad_test(test_x: jax.Array, eval_batch: int):
     n = test_x.shape[0]
     nb = -(-n // eval_batch)
     pad = nb * eval_batch - n
-    xb = np.concatenate([test_x, np.zeros((pad, *test_x.shape[1:]), test_x.dtype)])
+    xb = jnp.concatenate([test_x, jnp.zeros((pad, *test_x.shape[1:]), test_x.dtype)])
     mask = (np.arange(nb * eval_batch) < n).astype(np.float32)
     return xb.reshape(nb, eval_batch, *test_x.shape[1:]), mask.reshape(nb, eval_batch), pad
 
@@ -478,21 +485,21 @@ def _conv_mode(kind: str, epoch_mode: str) -> str:
 def resolve_epoch_mode(epoch_mode: str, params: Any) -> str:
     """Chooses how an epoch is executed (``TrainConfig.epoch_mode``).
 
-    ``"auto"``: ``"loop"`` for models with convolutions on CPU, where XLA:CPU runs the
-    backward convolutions inside ``lax.scan`` many times slower than in a stand-alone
-    step; ``"scan"`` otherwise (convolution-free models, accelerators).
+    ``"auto"`` is ``"scan"``: with the hand-written convolution derivatives of
+    ``layers.conv_autodiff`` a scanned LeNet epoch on a 2-core CPU was measured as fast as
+    the loop of donated steps or faster (network 3.9 s vs 4.1-4.4 s per 4096 samples, linear
+    model within noise), and for the MLP the scan is faster (0.15 s vs 0.18 s);
+    ``benchmarks/README.md``, ``## training``. ``"loop"`` stays available as the fallback
+    that does not depend on how XLA compiles loop bodies.
 
     Args:
         epoch_mode: ``"auto"``, ``"scan"`` or ``"loop"``.
-        params: the parameter pytree (4-D leaves mark convolution kernels).
+        params: the parameter pytree (unused today; kept so the rule may depend on it).
     """
+    del params
     if epoch_mode not in EPOCH_MODES:
         raise ValueError(f"Unknown epoch_mode {epoch_mode!r}. Valid: {EPOCH_MODES}.")
-    if epoch_mode != "auto":
-        return epoch_mode
-    if jax.default_backend() == "cpu" and _has_conv(params):
-        return "loop"
-    return "scan"
+    return "scan" if epoch_mode == "auto" else epoch_mode
 
 
 def _train_group(
@@ -509,8 +516,13 @@ def _train_group(
     *,
     vmapped: bool,
     progress: bool,
+    mesh: Any = None,
 ) -> list[TrainResult]:
-    """Trains G tasks together (vmapped) or one task (G = 1, not vmapped)."""
+    """Trains G tasks together (vmapped) or one task (G = 1, not vmapped).
+
+    With a ``mesh`` (vmapped only; G a multiple of its size) the task axis of the carry,
+    labels and keys is split over the devices and the data replicated (DESIGN "Scale").
+    """
     n_tasks = train_ys.shape[0]
     if not vmapped and n_tasks != 1:
         raise ValueError("A non-vmapped group holds exactly one task.")
@@ -527,6 +539,11 @@ def _train_group(
             lambda a: jnp.broadcast_to(a, (n_tasks, *jnp.shape(a))), carry
         )
         args = (jnp.asarray(train_ys), jnp.asarray(test_yb), keys)
+        if mesh is not None:
+            carry, args = sharding.shard_batch((carry, args), mesh)
+            ref, train_x, test_xb, test_mask = sharding.replicate(
+                (ref, train_x, test_xb, test_mask), mesh
+            )
     else:
         args = (jnp.asarray(train_ys[0]), jnp.asarray(test_yb[0]), keys[0])
     epochs = engine.cfg.epochs
@@ -582,8 +599,9 @@ def _prepare(module, variables0, kind, train_x, test_x, train_ys, test_ys, cfg, 
     if kind not in KINDS:
         raise ValueError(f"Unknown model kind {kind!r}. Valid kinds: {KINDS}.")
     cfg = TrainConfig.from_dict(cfg)
-    train_x = np.asarray(train_x, np.float32)
-    test_x = np.asarray(test_x, np.float32)
+    # jnp.asarray keeps arrays already on the device there (no host round trip).
+    train_x = jnp.asarray(train_x, jnp.float32)
+    test_x = jnp.asarray(test_x, jnp.float32)
     if train_x.ndim != 4 or test_x.ndim != 4 or train_x.shape[1:] != test_x.shape[1:]:
         raise ValueError(
             f"train_x and test_x must be (N, H, W, C) with the same image shape; got "
@@ -622,7 +640,7 @@ def _prepare(module, variables0, kind, train_x, test_x, train_ys, test_ys, cfg, 
         has_state=bool(start_state) and kind == "network",
         epoch_mode=resolve_epoch_mode(cfg.epoch_mode, start_params),
     )
-    data = (jnp.asarray(train_x), jnp.asarray(test_xb), jnp.asarray(test_mask))
+    data = (train_x, test_xb, jnp.asarray(test_mask))
     return engine, start_params, start_state, ref, data, train_ys, test_ys
 
 
@@ -689,24 +707,25 @@ def train_model(
     )[0]
 
 
-def _has_conv(params: Any) -> bool:
-    return any(np.ndim(leaf) == 4 for leaf in jax.tree_util.tree_leaves(params))
-
-
 def resolve_strategy(strategy: str, params: Any) -> str:
     """Chooses how a sweep batches its tasks.
 
-    ``"auto"``: ``"vmap"`` on accelerators and for convolution-free models; ``"sequential"``
-    for CNNs on CPU, where vmap turns convolutions into grouped convolutions (about 2x
-    slower than one task at a time, measured on 2 cores).
+    ``"auto"``: ``"vmap"`` on accelerators, ``"sequential"`` on CPU. On a 2-core CPU the
+    vmapped sweep was measured slower than one task at a time for the MLP (8 tasks:
+    0.91 s vs 0.75 s per epoch, an epoch being already compute-bound) and for LeNet, whose
+    convolutions vmap turns into grouped convolutions (about 2x slower); see
+    ``benchmarks/README.md`` (``## training``).
+
+    Args:
+        strategy: ``"auto"``, ``"vmap"``, ``"sequential"`` or ``"chunked"``.
+        params: the parameter pytree (unused today; kept so the rule may depend on it).
     """
+    del params
     if strategy not in STRATEGIES:
         raise ValueError(f"Unknown sweep strategy {strategy!r}. Valid: {STRATEGIES}.")
     if strategy != "auto":
         return strategy
-    if jax.default_backend() != "cpu" or not _has_conv(params):
-        return "vmap"
-    return "sequential"
+    return "vmap" if jax.default_backend() != "cpu" else "sequential"
 
 
 def train_sweep(
@@ -724,6 +743,7 @@ def train_sweep(
     chunk_size: int = 4,
     linearization_point: Mapping[str, Any] | None = None,
     progress: bool = False,
+    mesh: Any = "auto",
 ) -> list[TrainResult]:
     """Trains T tasks (label sets) of one model kind from the same starting point.
 
@@ -740,6 +760,10 @@ def train_sweep(
             ``chunk_size``), ``"sequential"`` or ``"auto"`` (see ``resolve_strategy``).
         chunk_size: tasks per group for ``"chunked"``.
         progress: tqdm bars.
+        mesh: for the vmapped strategies, ``"auto"`` (default: split the task axis over
+            all local devices when there are several), ``None`` (one device) or a
+            ``jax.sharding.Mesh`` (``core.sharding``). Groups are padded with copies of
+            their last task to a multiple of the mesh size; the copies are dropped.
 
     Returns:
         T ``TrainResult``s in task order.
@@ -770,9 +794,12 @@ def train_sweep(
         groups = [list(range(s, min(s + size, n_tasks))) for s in range(0, n_tasks, size)]
         vmapped = True
     logger.info("Training %d %s tasks with strategy %r.", n_tasks, kind, strategy)
+    mesh = sharding.resolve_mesh(mesh) if vmapped else None
     results: list[TrainResult] = []
     for group in groups:
         idx = np.asarray(group)
+        pad = sharding.padded_size(len(idx), mesh) - len(idx)
+        idx = np.concatenate([idx, np.repeat(idx[-1:], pad)])
         results += _train_group(
             engine,
             params,
@@ -784,5 +811,6 @@ def train_sweep(
             keys[idx],
             vmapped=vmapped,
             progress=progress,
-        )
+            mesh=mesh,
+        )[: len(group)]
     return results
