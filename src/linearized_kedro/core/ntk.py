@@ -53,6 +53,7 @@ from flax import traverse_util
 from jax import lax
 from tqdm.auto import tqdm
 
+from . import sharding
 from .layers import Conv as ProjectConv
 
 log = logging.getLogger(__name__)
@@ -290,32 +291,55 @@ def _resolve_method(method: str, structure_if_structured: _Structure) -> str:
 # --------------------------------------------------------------------------------------
 
 
-def _conv_rows(site: _Site, u: jax.Array, delta: jax.Array) -> jax.Array:
-    """Per-sample conv kernel(+bias) gradients Σ_positions patch ⊗ δ, shape (b, dim).
+def _conv_rows_host(
+    site: _Site, u: np.ndarray, delta: np.ndarray, chunk: int = 64, per_offset: bool | None = None
+) -> np.ndarray:
+    """Per-sample conv kernel(+bias) gradients Σ_positions patch ⊗ δ, on the host.
 
-    Computed as one grouped convolution with the batch as feature groups: the padded
-    input of sample i is correlated with its own (stride-dilated) cotangent δ_i, which
-    gives ∂f(x_i)/∂kernel at every kernel offset. Rows are in (kh, kw, C_in, C_out) order,
-    then the bias.
+    ∂f(x_i)/∂kernel[dy, dx, c, o] = Σ_positions upad_i[pos + (dy, dx), c] δ_i[pos, o],
+    formed with numpy's stacked matmul (one small GEMM per sample), either per kernel
+    offset ((C_in × positions) · (positions × C_out)) or, when C_in·C_out is small, on an
+    im2col copy ((kh·kw·C_in × positions) · (positions × C_out), samples in chunks so the
+    copy stays small). Measured on the 2-core CPU, 1000 samples: LeNet conv 0 (3→6
+    channels) 0.15 s im2col vs 0.37 s per offset, conv 1 (6→16) 0.1–0.25 s per offset vs
+    0.55–1.0 s im2col; an XLA grouped convolution with the batch as feature groups (the
+    previous implementation) took 0.65 s and 0.9 s.
+
+    Args:
+        site: the conv layer's geometry.
+        u: (b, H, W, C_in) layer inputs; delta: (b, H_out, W_out, C_out) cotangents.
+        chunk: samples per im2col copy.
+        per_offset: force the per-offset (True) or im2col (False) form; None picks
+            per offset when C_in·C_out >= 64.
+
+    Returns:
+        (b, kh·kw·C_in·C_out [+ C_out]) rows in (kh, kw, C_in, C_out) order, then the bias.
     """
     b, ci = u.shape[0], u.shape[-1]
-    (kh, kw), co = site.kernel_size, delta.shape[-1]
-    ho, wo = delta.shape[1:3]
-    upad = jnp.pad(u, ((0, 0), *site.pads, (0, 0)))
-    lhs = jnp.transpose(upad, (3, 1, 2, 0))  # (C_in, Hp, Wp, b): samples as channels
-    rhs = jnp.transpose(delta, (1, 2, 0, 3)).reshape(ho, wo, 1, b * co)
-    out = lax.conv_general_dilated(
-        lhs,
-        rhs,
-        (1, 1),
-        "VALID",
-        rhs_dilation=site.strides,
-        dimension_numbers=("NHWC", "HWIO", "NHWC"),
-        feature_group_count=b,
-    )[:, :kh, :kw, :]  # a stride that does not divide the padded size leaves extra rows
-    rows = jnp.transpose(out.reshape(ci, kh, kw, b, co), (3, 1, 2, 0, 4)).reshape(b, -1)
+    (kh, kw), (sh, sw) = site.kernel_size, site.strides
+    ho, wo, co = delta.shape[1:]
+    nk = kh * kw * ci * co
+    upad = np.pad(u, ((0, 0), *site.pads, (0, 0)))
+    dflat = delta.reshape(b, ho * wo, co)
+    rows = np.empty((b, nk + (co if site.use_bias else 0)), u.dtype)
+    if per_offset if per_offset is not None else ci * co >= 64:
+        out = np.empty((b, kh, kw, ci, co), u.dtype)
+        for dy in range(kh):
+            for dx in range(kw):
+                a = upad[:, dy : dy + (ho - 1) * sh + 1 : sh, dx : dx + (wo - 1) * sw + 1 : sw]
+                out[:, dy, dx] = np.matmul(a.reshape(b, ho * wo, ci).transpose(0, 2, 1), dflat)
+        rows[:, :nk] = out.reshape(b, nk)
+    else:
+        for lo in range(0, b, chunk):
+            hi = min(b, lo + chunk)
+            win = np.lib.stride_tricks.sliding_window_view(upad[lo:hi], (kh, kw), axis=(1, 2))
+            win = win[:, : ho * sh : sh, : wo * sw : sw]  # (c, ho, wo, C_in, kh, kw)
+            patches = np.ascontiguousarray(win.transpose(0, 4, 5, 3, 1, 2)).reshape(
+                hi - lo, kh * kw * ci, ho * wo
+            )
+            rows[lo:hi, :nk] = np.matmul(patches, dflat[lo:hi]).reshape(hi - lo, -1)
     if site.use_bias:
-        rows = jnp.concatenate([rows, delta.sum(axis=(1, 2))], axis=1)
+        rows[:, nk:] = dflat.sum(axis=1)
     return rows
 
 
@@ -333,7 +357,21 @@ def _feature_fn(module: nn.Module, variables: Mapping, structure: _Structure) ->
     fixed = {k: v for k, v in flat.items() if k not in rest_set}
     rest = {k: flat[k] for k in structure.rest_keys}
     compiled = _compiled_features(module, structure, jnp.dtype(_leaf_dtype(params)).name)
-    return lambda x: compiled(fixed, rest, state, x)
+    conv_sites = [s for s in structure.sites if s.kind == "conv"]
+
+    def run(x):
+        r, conv_io, xt, ds = compiled(fixed, rest, state, x)
+        if not conv_sites:
+            return r, xt, ds
+        # Conv rows are formed on the host (``_conv_rows_host``); their columns follow
+        # the others. Any fixed column order gives the same R Rᵀ.
+        rows = [
+            _conv_rows_host(s, np.asarray(u), np.asarray(d))
+            for s, (u, d) in zip(conv_sites, conv_io, strict=True)
+        ]
+        return np.concatenate([np.asarray(r), *rows], axis=1), xt, ds
+
+    return run
 
 
 @functools.lru_cache(maxsize=32)
@@ -379,11 +417,11 @@ def _compiled_features(module: nn.Module, structure: _Structure, dtype: str) -> 
             if structure.rest_keys:
                 g = rest_grad(rest, fixed, state, x)
                 cols += [g[k].reshape(b, -1) for k in structure.rest_keys]
-            xt, ds = [], []
+            xt, ds, conv_io = [], [], []
             for s in structure.sites:
                 u, d = inputs[s.path], deltas[s.path]
                 if s.kind == "conv":
-                    cols.append(_conv_rows(s, u, d))
+                    conv_io.append((u, d))
                     continue
                 if s.use_bias:
                     u = jnp.concatenate([u, jnp.ones((b, 1), u.dtype)], axis=1)
@@ -393,7 +431,7 @@ def _compiled_features(module: nn.Module, structure: _Structure, dtype: str) -> 
                     xt.append(u)
                     ds.append(d)
         r = jnp.concatenate(cols, axis=1) if cols else jnp.zeros((b, 0), dtype)
-        return r, xt, ds
+        return r, conv_io, xt, ds
 
     return features
 
@@ -580,6 +618,7 @@ def ntk_gram(
     done_blocks: Mapping[tuple[int, int], np.ndarray] | None = None,
     on_block: Callable[[tuple[int, int], np.ndarray], None] | None = None,
     progress: bool = False,
+    mesh: Any = "auto",
 ) -> np.ndarray:
     """Empirical NTK Gram K = J Jᵀ at θ0, blocked over the upper triangle (SPEC §1.4, §3.1).
 
@@ -602,6 +641,10 @@ def ntk_gram(
         on_block: called as ``on_block((i, j), tile)`` after each newly computed tile,
             e.g. to persist it.
         progress: show a tqdm bar over the tiles.
+        mesh: ``"auto"`` (default: split the rows of each feature block over all local
+            devices when there are several), ``None`` (one device) or a
+            ``jax.sharding.Mesh`` with axis ``"data"`` (``core.sharding``). Same K either
+            way, to float tolerance.
 
     Returns:
         K of shape (N, N), symmetric, in ``dtype``.
@@ -654,12 +697,15 @@ def ntk_gram(
             )
 
     features = _feature_fn(module, variables, structure)
+    # Several devices: each block's rows are split over the mesh and the jitted feature
+    # pass runs partitioned (GSPMD); the products stay on the host (DESIGN "Scale").
+    mesh = sharding.resolve_mesh(mesh)
+    b_dev = sharding.padded_size(b, mesh)
 
     def compute_block(idx: int) -> tuple:
         lo, hi = idx * b, min(n, (idx + 1) * b)
-        xb = x[lo:hi]
-        if hi - lo < b:  # pad so the compiled function sees one shape only
-            xb = jnp.concatenate([xb, jnp.zeros((b - (hi - lo), *sample_shape), xb.dtype)])
+        # pad so the compiled function sees one shape only, divisible by the mesh size
+        xb = sharding.shard_batch(sharding.pad_rows(x[lo:hi], b_dev), mesh)
         r, xt, deltas = features(xb)
         m = hi - lo
         return (

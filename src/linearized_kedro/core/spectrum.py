@@ -12,16 +12,22 @@ Solvers:
 * ``"block_krylov"``: randomised block Krylov (block Lanczos with full
   re-orthogonalisation) for the top k, all in float64: a block of k + p vectors (p =
   oversampling) is extended by K Q products until the Rayleigh–Ritz residuals of the top
-  k reach ``tol``; eigenvalues are then accurate to O(residual²). float32 products were
-  tried and rejected: NTK spectra span ~10³ over the top 100, so float32 rounding of K Q
-  (~1e-7‖K‖) leaves tail residuals near 1e-3. If the residuals ever miss ``tol`` when the
-  block budget is spent, float64 subspace iterations polish the Ritz vectors.
+  k reach ``tol``; eigenvalues are then accurate to O(residual²). Rayleigh–Ritz (an O(m³)
+  eigh of the m×m projected matrix) runs only at checkpoints predicted from the residual
+  decay, and each new block is orthogonalised by one full Gram–Schmidt pass (a second
+  only on heavy cancellation) plus Cholesky-QR2. At
+  N=4000, k=100 this cut the MLP NTK from 28 s to 7 s and LeNet's from 8 s to 3 s
+  (loaded 2-core CPU). float32 products were tried and rejected: NTK spectra span ~10³
+  over the top 100, so float32 rounding of K Q (~1e-7‖K‖) leaves tail residuals near
+  1e-3. If the residuals ever miss ``tol`` when the block budget is spent, float64
+  subspace iterations polish the Ritz vectors.
 * ``"auto"``: dense for N <= 1500 or k > N/4, else block Krylov.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -33,7 +39,11 @@ from tqdm.auto import tqdm
 log = logging.getLogger(__name__)
 
 SOLVERS = ("auto", "dense", "block_krylov")
-DEFAULT_TOL = 1e-6
+# Relative residual target. Eigenvalue errors are O(residual²·λ/gap) and eigenvector angles
+# O(residual·λ/gap): at N=4000, k=100 (LeNet and MLP NTKs, λ100/λ101 within 0.1-0.3 %),
+# 1e-5 gave eigenvalues within 5e-11 and top-100 subspace cosines 1 - 1e-10 of float64
+# dense eigh, far inside the 1e-5 / 0.9999 targets, with 2 fewer Krylov blocks than 1e-6.
+DEFAULT_TOL = 1e-5
 _DENSE_MAX_N = 1500
 
 
@@ -125,6 +135,8 @@ def _finish(vals, vecs_cols, K64, solver, info) -> Eigenpairs:
     order = np.argsort(-vals, kind="stable")
     vals = np.asarray(vals[order], dtype=np.float64)
     vecs = apply_sign_convention(np.ascontiguousarray(vecs_cols[:, order].T))
+    # Recomputed from K rather than from the solver's K·U images: the reported residual
+    # is then the true one, also below the rounding level of the Krylov recurrences.
     res = eigen_residuals(K64, vals, vecs)
     return Eigenpairs(vals, vecs, res, solver, info)
 
@@ -170,20 +182,40 @@ def _cholqr2(Z: np.ndarray) -> np.ndarray:
     return Z
 
 
-def _orth_against(Z: np.ndarray, B: np.ndarray | None) -> np.ndarray:
-    """Orthonormalises Z against the orthonormal columns of B and itself (two passes)."""
-    for _ in range(2):
-        if B is not None and B.shape[1]:
-            Z = Z - B @ (B.T @ Z)
-        Z = _orthonormalise(Z)
-    return Z
+def _orth_against(Z: np.ndarray, B: np.ndarray | None, recent: int = 0) -> np.ndarray:
+    """Orthonormalises Z against the orthonormal columns of B and itself.
+
+    Block Lanczos order: first against the last ``recent`` columns of B (the three-term
+    recurrence, where almost all of Z's overlap lies), then one classical Gram–Schmidt
+    pass against all of B, then Cholesky-QR twice. A second full pass is done only when
+    the block lost more than 3 orders of magnitude in the projections (then rounding could
+    leave an overlap above ~1e-13).
+    """
+    if B is None or not B.shape[1]:
+        return _orthonormalise(Z)
+    norm0 = np.linalg.norm(Z, axis=0)
+    if recent:
+        R = B[:, -recent:]
+        Z = Z - R @ (R.T @ Z)
+    Z = Z - B @ (B.T @ Z)
+    if np.min(np.linalg.norm(Z, axis=0) / np.maximum(norm0, 1e-300)) < 1e-3:
+        Z = Z - B @ (B.T @ Z)
+    return _orthonormalise(Z)
+
+
+def _ritz(T: np.ndarray, B: np.ndarray, KB: np.ndarray, k: int, b: int):
+    """Rayleigh–Ritz on span(B): top b Ritz values, vectors U = B S, images K U = KB S."""
+    theta, S = _small_eigh(T, b)
+    U, KU = B @ S, KB @ S
+    res = np.linalg.norm(KU[:, :k] - U[:, :k] * theta[:k], axis=0)
+    return theta, U, KU, res
 
 
 def _block_krylov(
     K64: np.ndarray, k: int, seed: int, tol: float, max_blocks: int, progress: bool
 ) -> tuple[np.ndarray, np.ndarray, dict]:
     n = K64.shape[0]
-    p = max(10, min(k, 50))  # oversampling keeps the k-th gap away from the block edge
+    p = max(10, min(k, 30))  # oversampling keeps the k-th gap away from the block edge
     b = min(k + p, n)
     max_blocks = max(1, min(max_blocks, n // b))
     rng = np.random.default_rng(seed)
@@ -193,24 +225,37 @@ def _block_krylov(
     B[:, :b] = _orth_against(K64 @ rng.standard_normal((n, b)), None)
     T = np.zeros((0, 0))
     bar = tqdm(total=max_blocks, desc="block Krylov", disable=not progress)
+    # Rayleigh–Ritz (an O(m³) eigh of the m×m projected matrix plus O(n·m·k) products) is
+    # done at checkpoints only: first after ``next_check`` blocks, then at the block
+    # where the geometric decay of the worst residual between the last two checkpoints
+    # predicts convergence. Before, it ran after every block and cost more than the K·Q
+    # products (measured N=4000, k=100: 7 s of eigh vs 4 s of products).
+    next_check, checks, history = min(3, max_blocks), 0, []
     for it in range(1, max_blocks + 1):
         m0, m = (it - 1) * b, it * b
         KB[:, m0:m] = K64 @ B[:, m0:m]
         # Grow the projected matrix T = Bᵀ K B by one block row/column.
         new = B[:, :m].T @ KB[:, m0:m]
         T = np.block([[T, new[:m0]], [new[:m0].T, new[m0:]]])
-        theta, S = _small_eigh(T, b)
-        res = np.linalg.norm(KB[:, :m] @ S[:, :k] - (B[:, :m] @ S[:, :k]) * theta[:k], axis=0)
         bar.update(1)
-        # Rounding floors the residuals near 1e-15‖K‖ (‖K‖ = λ_1).
-        target = np.maximum(tol * np.abs(theta[:k]), 1e-13 * abs(theta[0]))
-        if np.all(res <= target) or it == max_blocks:
-            break
-        B[:, m : m + b] = _orth_against(KB[:, m0:m], B[:, :m])
+        if it >= next_check or it == max_blocks:
+            checks += 1
+            theta, U, KU, res = _ritz(T, B[:, :m], KB[:, :m], k, b)
+            # Rounding floors the residuals near 1e-15‖K‖ (‖K‖ = λ_1).
+            target = np.maximum(tol * np.abs(theta[:k]), 1e-13 * abs(theta[0]))
+            worst = float(np.max(res / target))
+            if worst <= 1.0 or it == max_blocks:
+                break
+            history.append((it, worst))
+            if len(history) >= 2 and history[-1][1] < history[-2][1]:
+                (i0, w0), (i1, w1) = history[-2:]
+                rate = (w1 / w0) ** (1.0 / (i1 - i0))
+                next_check = it + max(1, min(4, math.ceil(math.log(w1) / -math.log(rate))))
+            else:
+                next_check = it + 2
+        B[:, m : m + b] = _orth_against(KB[:, m0:m], B[:, :m], recent=min(m, 2 * b))
     bar.close()
-    B, KB = B[:, :m], KB[:, :m]
-    info = {"krylov_blocks": it, "block_size": b, "basis_size": int(B.shape[1])}
-    U, KU = B @ S, KB @ S  # top (k + p) Ritz vectors and their images
+    info = {"krylov_blocks": it, "block_size": b, "basis_size": m, "rayleigh_ritz": checks}
     polish = 0
     while np.any(res > target) and polish < 20:
         # Budget spent before convergence: float64 subspace iterations on the Ritz block.
@@ -244,7 +289,7 @@ def top_eigenpairs(
         solver: ``"auto"``, ``"dense"`` or ``"block_krylov"`` (module docstring).
         seed: seed of the block Krylov starting block (``numpy.random.default_rng``).
         tol: target relative residual ‖K u − λ u‖ / |λ| for the iterative solver
-            (default 1e-6); the dense solver ignores it.
+            (default 1e-5); the dense solver ignores it.
         progress: tqdm bar over Krylov blocks.
 
     Returns:
