@@ -6,12 +6,27 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
-import jax
-import pytest
+# Most of the suite's time is XLA compilation of the same small programs (model inits,
+# float64 references, and every `kedro run` subprocess). A persistent compilation cache
+# shared by this process and its subprocesses compiles each program once per test run.
+_OWN_CACHE = "JAX_COMPILATION_CACHE_DIR" not in os.environ
+if _OWN_CACHE:
+    os.environ["JAX_COMPILATION_CACHE_DIR"] = tempfile.mkdtemp(prefix="linearized-kedro-jax-")
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.2")
+
+import jax  # noqa: E402
+import pytest  # noqa: E402
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
+
+
+def pytest_sessionfinish(session, exitstatus):
+    if _OWN_CACHE:
+        shutil.rmtree(os.environ["JAX_COMPILATION_CACHE_DIR"], ignore_errors=True)
+
 
 # Tiny settings for end-to-end runs (conf/test): real `kedro run`, seconds per pipeline.
 TEST_PARAMETERS = """
