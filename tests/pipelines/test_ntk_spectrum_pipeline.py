@@ -199,3 +199,20 @@ def test_resnet18_spectrum_runs_in_inference_mode(tmp_path):
     )
     gram = _explicit_gram(config, variables, x)
     np.testing.assert_allclose(values, np.linalg.eigvalsh(gram)[::-1][:3], rtol=1e-4)
+
+
+def test_nystrom_is_an_explicit_approximation(tmp_path):
+    x, report = _data()
+    variables = init_network(MLP, report, 42)
+    tiles = GramBlockStoreDataset(str(tmp_path)).load()
+    values, vectors, out = compute_ntk_spectrum(
+        x, variables, MLP, report, _ntk(nystrom_landmarks=36), 42, tiles
+    )
+    assert out["approximation"] == "nystrom" and out["plan"]["landmarks"] == 36
+    assert out["gram_fingerprint"] is None
+    exact = np.linalg.eigvalsh(_explicit_gram(MLP, variables, x))[::-1][:5]
+    # 36 of 40 random landmarks: the leading eigenvalues are close, not exact.
+    np.testing.assert_allclose(values[:2], exact[:2], rtol=0.1)
+    assert vectors.shape == (5, 40)
+    with pytest.raises(ValueError, match="exceeds ntk.nystrom_landmarks"):
+        compute_ntk_spectrum(x, variables, MLP, report, _ntk(nystrom_landmarks=3), 42, tiles)

@@ -788,3 +788,61 @@ def ntk_vector_product(
 
     out = kv(v)
     return out[:, 0] if squeeze else out
+
+
+# --------------------------------------------------------------------------------------
+# Rectangular kernel (Nyström)
+# --------------------------------------------------------------------------------------
+
+
+def ntk_cross_gram(
+    module: nn.Module,
+    variables: Mapping[str, Any],
+    x: Any,
+    landmarks: Any,
+    *,
+    memory_budget_bytes: int = 4 * 2**30,
+    dtype: Any = np.float64,
+    progress: bool = False,
+) -> np.ndarray:
+    """The NTK between all samples and m landmarks, K_nm = J(x) J(landmarks)ᵀ.
+
+    The landmarks' Jacobian (m, P) is held once; the samples' Jacobian rows are streamed
+    in blocks that fit ``memory_budget_bytes`` next to it (SPEC §3.1, Nyström path).
+
+    Args:
+        module: a Flax module with ``apply(variables, x, train=False) -> (B, 1)``.
+        variables: ``{'params': θ, ['batch_stats': ...]}`` (BN in inference mode).
+        x: (N, H, W, C) samples.
+        landmarks: (m, H, W, C) landmark samples.
+        memory_budget_bytes: bytes for the landmark Jacobian plus one row block.
+        dtype: accumulation dtype of the products (float64 by default).
+        progress: tqdm bar over the row blocks.
+
+    Returns:
+        (N, m) array of ``dtype``.
+    """
+    x = np.asarray(x)
+    landmarks = np.asarray(landmarks)
+    if x.shape[1:] != landmarks.shape[1:]:
+        raise ValueError(
+            f"Samples {x.shape[1:]} and landmarks {landmarks.shape[1:]} differ in shape."
+        )
+    j_m = np.asarray(flat_jacobian(module, variables, landmarks), dtype)
+    n, (m, p) = x.shape[0], j_m.shape
+    row_bytes = p * np.dtype(dtype).itemsize
+    spare = int(memory_budget_bytes) - j_m.nbytes - n * m * np.dtype(dtype).itemsize
+    if spare < 2 * row_bytes:
+        raise ValueError(
+            f"ntk memory budget {memory_budget_bytes / 2**30:.2f} GiB cannot hold the "
+            f"landmark Jacobian ({j_m.nbytes / 2**30:.2f} GiB), K_nm and a row block; raise "
+            "ntk.memory_budget_gb or use fewer landmarks."
+        )
+    rows = max(1, min(n, spare // (2 * row_bytes), 1024))
+    out = np.empty((n, m), dtype)
+    for start in tqdm(range(0, n, rows), desc="NTK K_nm", disable=not progress):
+        block = np.asarray(flat_jacobian(module, variables, x[start : start + rows]), dtype)
+        out[start : start + rows] = block @ j_m.T
+    if not np.all(np.isfinite(out)):
+        raise ValueError("K_nm contains NaN or Inf; check the inputs and θ0.")
+    return out

@@ -142,6 +142,7 @@ def compute_ntk_spectrum(
     n = inputs.shape[0]
     dtype = _DTYPES[ntk.accumulate_dtype]
     timings: dict[str, float] = {}
+    gram_key = None
 
     if ntk.nystrom_landmarks is not None and int(ntk.nystrom_landmarks) < n:
         m = int(ntk.nystrom_landmarks)
@@ -187,6 +188,7 @@ def compute_ntk_spectrum(
                 dtype=ntk.accumulate_dtype,
                 model=config.to_dict(),
             )
+            gram_key = key
             store = ntk_gram_tiles(
                 key,
                 {"model": config.to_dict(), "n": n, "block_size": plan["block_size"]},
@@ -244,6 +246,7 @@ def compute_ntk_spectrum(
             "x64": bool(jax.config.jax_enable_x64),
         },
         "approximation": "nystrom" if plan.get("method") == "nystrom" else None,
+        "gram_fingerprint": gram_key,
         "sign_convention": "each eigenvector's entry of largest magnitude is positive "
         "(ties: first index)",
         "residuals": [float(r) for r in np.asarray(pairs.residuals)],
@@ -266,16 +269,14 @@ def compute_ntk_spectrum(
 
 
 def release_gram_tiles(ntk_report: dict[str, Any], ntk_gram_tiles) -> None:
-    """Deletes the resumable tiles once the spectrum has been saved."""
-    if ntk_report.get("approximation") == "nystrom":
-        return
-    root = ntk_gram_tiles.root
-    if root.exists():
-        import shutil
+    """Deletes this computation's resumable tiles once the spectrum has been saved.
 
-        for child in root.iterdir():
-            if child.is_dir():
-                shutil.rmtree(child, ignore_errors=True)
+    Only the tiles of this run's fingerprint: another computation for the same dataset
+    and model (other settings) may be resuming beside it.
+    """
+    key = ntk_report.get("gram_fingerprint")
+    if key:
+        ntk_gram_tiles(key).clear()
 
 
 def record_sample_index(sample_index: np.ndarray) -> np.ndarray:
