@@ -84,6 +84,8 @@ class RunMetadataHook:
                 "model_config": params.get("model_config"),
                 "dataset": data.get("dataset"),
                 "seed": params.get("seed"),
+                # NAD artifacts use the preset with `nads.activation` on synthetic inputs.
+                "nads": params.get("nads"),
                 "runtime": params.get("runtime"),
                 "env": run_params.get("env"),
                 "pipeline_names": run_params.get("pipeline_names"),
