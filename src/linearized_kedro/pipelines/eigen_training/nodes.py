@@ -343,9 +343,12 @@ def plot_accuracy_vs_index(eigen_training_results: pd.DataFrame, ntk_report: dic
 def plot_alignment(eigen_training_alignment: dict[str, Any]):
     """End-kernel energy on the initial eigenvectors, trace-normalised, train vs test."""
     runs = eigen_training_alignment.get("runs", {})
-    fig, axes = plt.subplots(
-        1, max(len(runs), 1), figsize=(4.2 * max(len(runs), 1), 3.6), squeeze=False
-    )
+    ncols = min(3, max(len(runs), 1))
+    nrows = -(-max(len(runs), 1) // ncols)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(4.6 * ncols, 3.6 * nrows), squeeze=False)
+    for ax in axes.flat[len(runs) :]:
+        ax.set_axis_off()
+    axes = axes.reshape(1, -1)
     if not runs:
         axes[0, 0].text(0.5, 0.5, "no network runs with alignment", ha="center")
         axes[0, 0].set_axis_off()
