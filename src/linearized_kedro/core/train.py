@@ -38,7 +38,7 @@ import functools
 import logging
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from typing import Any
 
 import flax.linen as nn
@@ -49,6 +49,7 @@ import optax
 from tqdm.auto import trange
 
 from . import sharding
+from .config import dataclass_from_mapping
 from .layers import conv_autodiff
 from .linearize import linearize, linearize_diff
 
@@ -128,19 +129,9 @@ class TrainConfig:
     @classmethod
     def from_dict(cls, config: Mapping[str, Any] | TrainConfig | None) -> TrainConfig:
         """Builds a config from a parameters mapping, rejecting unknown keys."""
-        if isinstance(config, TrainConfig):
-            return config
         if config is None:
             return cls()
-        if not isinstance(config, Mapping):
-            raise ValueError(f"A train config must be a mapping; got {config!r}.")
-        known = {f.name for f in fields(cls)}
-        unknown = set(config) - known
-        if unknown:
-            raise ValueError(
-                f"Unknown keys {sorted(unknown)} in the train config. Valid keys: {sorted(known)}."
-            )
-        return cls(**dict(config))
+        return dataclass_from_mapping(cls, config, "train")
 
 
 def steps_per_epoch(n_train: int, batch_size: int) -> int:

@@ -7,6 +7,8 @@ from typing import Any
 
 import numpy as np
 
+from linearized_kedro.core.config import dataclass_from_mapping
+
 KIND_BY_FLAG = {"false": ("network",), "true": ("linear",), "both": ("network", "linear")}
 
 
@@ -45,10 +47,6 @@ def override(value: Any, default: Any) -> Any:
     return default if value is None else value
 
 
-def as_params(cls: type, value: Any) -> Any:
+def as_params(cls: type, value: Any, section: str = "parameters") -> Any:
     """Kedro instantiates typed ``params:`` inputs; direct calls may pass a plain dict."""
-    if isinstance(value, cls):
-        return value
-    if not isinstance(value, dict):
-        raise ValueError(f"Expected a mapping for {cls.__name__}; got {type(value).__name__}.")
-    return cls(**value)
+    return dataclass_from_mapping(cls, value, section)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import jax
@@ -19,6 +19,7 @@ matplotlib.use("Agg")
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
+from linearized_kedro.core.config import dataclass_from_mapping  # noqa: E402
 from linearized_kedro.core.data import binary_labels, stratified_subset  # noqa: E402
 from linearized_kedro.core.models import (  # noqa: E402
     ModelConfig,
@@ -59,17 +60,7 @@ class Cifar2Params:
     @classmethod
     def from_value(cls, value: Mapping[str, Any] | Cifar2Params) -> Cifar2Params:
         """Accepts the dataclass (Kedro's typed params) or a plain mapping (tests, notebooks)."""
-        if isinstance(value, cls):
-            return value
-        if not isinstance(value, Mapping):
-            raise ValueError(f"'cifar2' parameters must be a mapping; got {value!r}.")
-        known = {f.name for f in fields(cls)}
-        unknown = set(value) - known
-        if unknown:
-            raise ValueError(
-                f"Unknown keys {sorted(unknown)} under 'cifar2'. Valid keys: {sorted(known)}."
-            )
-        return cls(**dict(value))
+        return dataclass_from_mapping(cls, value, "cifar2")
 
 
 def _check_class_labels(prepared_labels: np.ndarray) -> np.ndarray:

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
+from linearized_kedro.core.config import dataclass_from_mapping  # noqa: E402
 from linearized_kedro.core.data import prepare_dataset, resolve_subset_size
 
 logger = logging.getLogger(__name__)
@@ -40,17 +41,7 @@ class DataParams:
     @classmethod
     def from_value(cls, value: Mapping[str, Any] | DataParams) -> DataParams:
         """Accepts the dataclass (Kedro's typed params) or a plain mapping (tests, notebooks)."""
-        if isinstance(value, cls):
-            return value
-        if not isinstance(value, Mapping):
-            raise ValueError(f"'data' parameters must be a mapping; got {value!r}.")
-        known = {f.name for f in fields(cls)}
-        unknown = set(value) - known
-        if unknown:
-            raise ValueError(
-                f"Unknown keys {sorted(unknown)} under 'data'. Valid keys: {sorted(known)}."
-            )
-        return cls(**dict(value))
+        return dataclass_from_mapping(cls, value, "data")
 
     def default_sizes(self) -> tuple[int, int]:
         """``subset_sizes[dataset]`` as (num_train, num_test); (-1, -1) when not listed."""

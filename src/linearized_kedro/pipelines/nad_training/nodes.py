@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import jax
@@ -16,6 +16,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from linearized_kedro.core import nads as nads_core  # noqa: E402
+from linearized_kedro.core.config import dataclass_from_mapping  # noqa: E402
 from linearized_kedro.core.models import ModelConfig, build_model  # noqa: E402
 from linearized_kedro.core.train import TrainConfig, train_model  # noqa: E402
 from linearized_kedro.pipelines.common import index_list, model_kinds, override  # noqa: E402
@@ -50,17 +51,7 @@ class NadTrainingParams:
     @classmethod
     def from_value(cls, value: Mapping[str, Any] | NadTrainingParams) -> NadTrainingParams:
         """Accepts the dataclass (Kedro's typed params) or a plain mapping (tests)."""
-        if isinstance(value, cls):
-            return value
-        if not isinstance(value, Mapping):
-            raise ValueError(f"'nad_training' parameters must be a mapping; got {value!r}.")
-        known = {f.name for f in fields(cls)}
-        unknown = set(value) - known
-        if unknown:
-            raise ValueError(
-                f"Unknown keys {sorted(unknown)} under 'nad_training'. Valid keys: {sorted(known)}."
-            )
-        return cls(**dict(value))
+        return dataclass_from_mapping(cls, value, "nad_training")
 
 
 def check_nads_artifacts(

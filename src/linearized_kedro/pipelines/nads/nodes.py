@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import jax
@@ -15,6 +15,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 from linearized_kedro.core import nads as nads_core  # noqa: E402
+from linearized_kedro.core.config import dataclass_from_mapping  # noqa: E402
 from linearized_kedro.core.models import (  # noqa: E402
     ModelConfig,
     build_model,
@@ -77,17 +78,7 @@ class NadsParams:
     @classmethod
     def from_value(cls, value: Mapping[str, Any] | NadsParams) -> NadsParams:
         """Accepts the dataclass (Kedro's typed params) or a plain mapping (tests)."""
-        if isinstance(value, cls):
-            return value
-        if not isinstance(value, Mapping):
-            raise ValueError(f"'nads' parameters must be a mapping; got {value!r}.")
-        known = {f.name for f in fields(cls)}
-        unknown = set(value) - known
-        if unknown:
-            raise ValueError(
-                f"Unknown keys {sorted(unknown)} under 'nads'. Valid keys: {sorted(known)}."
-            )
-        return cls(**dict(value))
+        return dataclass_from_mapping(cls, value, "nads")
 
 
 def nad_model_config(model_config: Mapping[str, Any] | ModelConfig, nads: Any) -> ModelConfig:
