@@ -4,21 +4,16 @@ from __future__ import annotations
 
 import hashlib
 import json
-from copy import deepcopy
-from pathlib import PurePosixPath
 from typing import Any
 
-import fsspec
 import numpy as np
 from kedro.io.core import (
-    AbstractVersionedDataset,
     DatasetError,
-    Version,
     get_filepath_str,
-    get_protocol_and_path,
 )
 from kedro_datasets._typing import JSONPreview
 
+from linearized_kedro.datasets.base import FsspecVersionedDataset
 from linearized_kedro.datasets.metadata import (
     read_sidecar,
     remove_quietly,
@@ -60,7 +55,7 @@ def check_array(data: Any, name: str = "array") -> np.ndarray:
     return array
 
 
-class NumpyDataset(AbstractVersionedDataset[np.ndarray, np.ndarray]):
+class NumpyDataset(FsspecVersionedDataset):
     """Loads and saves one NumPy array as ``.npy`` on any fsspec filesystem.
 
     Saving writes a temporary file and renames it into place, so an interrupted or
@@ -76,42 +71,6 @@ class NumpyDataset(AbstractVersionedDataset[np.ndarray, np.ndarray]):
           filepath: data/05_model_input/cifar10/prepared_inputs.npy
           versioned: true
     """
-
-    def __init__(
-        self,
-        *,
-        filepath: str,
-        version: Version | None = None,
-        credentials: dict[str, Any] | None = None,
-        fs_args: dict[str, Any] | None = None,
-        metadata: dict[str, Any] | None = None,
-    ) -> None:
-        """Creates a dataset for the ``.npy`` file at ``filepath``.
-
-        Args:
-            filepath: Path or fsspec URL (``s3://...``) of the ``.npy`` file.
-            version: Kedro version (``versioned: true`` in the catalog).
-            credentials: Passed to the fsspec filesystem.
-            fs_args: Passed to the fsspec filesystem constructor.
-            metadata: Free-form (e.g. ``kedro-viz: {layer: ...}``); ignored by Kedro.
-        """
-        _fs_args = deepcopy(fs_args) or {}
-        _credentials = deepcopy(credentials) or {}
-        protocol, path = get_protocol_and_path(filepath, version)
-        if protocol == "file":
-            _fs_args.setdefault("auto_mkdir", True)
-        self._protocol = protocol
-        self._fs = fsspec.filesystem(protocol, **_credentials, **_fs_args)
-        self.metadata = metadata
-        super().__init__(
-            filepath=PurePosixPath(path),
-            version=version,
-            exists_function=self._fs.exists,
-            glob_function=self._fs.glob,
-        )
-
-    def _describe(self) -> dict[str, Any]:
-        return {"filepath": self._filepath, "protocol": self._protocol, "version": self._version}
 
     def load(self) -> np.ndarray:
         """Returns the stored array (``allow_pickle=False``)."""

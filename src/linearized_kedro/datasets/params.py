@@ -5,22 +5,17 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Mapping
-from copy import deepcopy
-from pathlib import PurePosixPath
 from typing import Any
 
-import fsspec
 import numpy as np
 from flax import serialization
 from kedro.io.core import (
-    AbstractVersionedDataset,
     DatasetError,
-    Version,
     get_filepath_str,
-    get_protocol_and_path,
 )
 from kedro_datasets._typing import JSONPreview
 
+from linearized_kedro.datasets.base import FsspecVersionedDataset
 from linearized_kedro.datasets.metadata import atomic_write_bytes, read_sidecar, write_sidecar
 
 
@@ -75,7 +70,7 @@ def tree_shapes(tree: Mapping[str, Any], path: str = "") -> dict[str, list[int]]
     return shapes
 
 
-class FlaxParamsDataset(AbstractVersionedDataset[dict, dict]):
+class FlaxParamsDataset(FsspecVersionedDataset):
     """Loads and saves a Flax variables tree (``{'params':..., 'batch_stats':...}``).
 
     Stored with ``flax.serialization.msgpack_serialize``; loaded with
@@ -91,42 +86,6 @@ class FlaxParamsDataset(AbstractVersionedDataset[dict, dict]):
           filepath: data/06_models/{dataset}/{model}/initial_variables.msgpack
           versioned: true
     """
-
-    def __init__(
-        self,
-        *,
-        filepath: str,
-        version: Version | None = None,
-        credentials: dict[str, Any] | None = None,
-        fs_args: dict[str, Any] | None = None,
-        metadata: dict[str, Any] | None = None,
-    ) -> None:
-        """Creates a dataset for the msgpack file at ``filepath``.
-
-        Args:
-            filepath: Path or fsspec URL of the ``.msgpack`` file.
-            version: Kedro version (``versioned: true`` in the catalog).
-            credentials: Passed to the fsspec filesystem.
-            fs_args: Passed to the fsspec filesystem constructor.
-            metadata: Free-form (e.g. ``kedro-viz: {layer: models}``); ignored by Kedro.
-        """
-        _fs_args = deepcopy(fs_args) or {}
-        _credentials = deepcopy(credentials) or {}
-        protocol, path = get_protocol_and_path(filepath, version)
-        if protocol == "file":
-            _fs_args.setdefault("auto_mkdir", True)
-        self._protocol = protocol
-        self._fs = fsspec.filesystem(protocol, **_credentials, **_fs_args)
-        self.metadata = metadata
-        super().__init__(
-            filepath=PurePosixPath(path),
-            version=version,
-            exists_function=self._fs.exists,
-            glob_function=self._fs.glob,
-        )
-
-    def _describe(self) -> dict[str, Any]:
-        return {"filepath": self._filepath, "protocol": self._protocol, "version": self._version}
 
     def load(self) -> dict[str, Any]:
         """Returns the stored tree as nested dicts of NumPy arrays."""
