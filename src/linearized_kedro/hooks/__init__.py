@@ -1,0 +1,14 @@
+"""Session hooks, one module per concern (registered in ``settings.py``)."""
+
+from linearized_kedro.hooks.figures import CloseFiguresHook
+from linearized_kedro.hooks.provenance import RunMetadataHook
+from linearized_kedro.hooks.runtime import JaxRuntimeHook, configure_jax
+from linearized_kedro.hooks.upstream import UpstreamArtifactsHook
+
+__all__ = [
+    "CloseFiguresHook",
+    "JaxRuntimeHook",
+    "RunMetadataHook",
+    "UpstreamArtifactsHook",
+    "configure_jax",
+]
