@@ -1,0 +1,72 @@
+"""What every experiment shares: task indices, model kinds, the CLI shortcuts, the seed.
+
+The original scripts took ``label_idx=10`` and ``linearize=true`` on the command line; the
+project keeps them as top-level ``--params`` shortcuts that override the experiment's own
+block. They are parsed here and only here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from linearized_kedro.core.config import ConfigError
+
+# `linearize` values → the model kinds trained (core.train kinds).
+KINDS_BY_LINEARIZE = {"false": ("network",), "true": ("linear",), "both": ("network", "linear")}
+
+
+def model_kinds(linearize: Any, key: str = "linearize") -> tuple[str, ...]:
+    """The model kinds for a ``linearize`` value: ``false | true | both`` (bools accepted)."""
+    text = str(linearize).lower()
+    if text not in KINDS_BY_LINEARIZE:
+        raise ConfigError(
+            f"{key} must be false, true or both; got {linearize!r}. "
+            "Use --params linearize=both to train the network and its linearisation."
+        )
+    return KINDS_BY_LINEARIZE[text]
+
+
+def index_list(label_idx: Any, key: str = "label_idx") -> tuple[int, ...]:
+    """One integer or a list of integers → sorted distinct non-negative indices."""
+    values = (
+        label_idx
+        if isinstance(label_idx, Sequence | np.ndarray) and not isinstance(label_idx, str)
+        else [label_idx]
+    )
+    out = []
+    for value in values:
+        if isinstance(value, bool) or not isinstance(value, int | np.integer):
+            raise ConfigError(f"{key} must be an integer or a list of integers; got {value!r}.")
+        if value < 0:
+            raise ConfigError(f"{key} must be >= 0; got {value}.")
+        out.append(int(value))
+    if not out:
+        raise ConfigError(f"{key} is empty; give at least one index.")
+    return tuple(sorted(set(out)))
+
+
+def with_shortcuts(config: Any, label_idx: Any = None, linearize: Any = None) -> Any:
+    """``config`` with the top-level ``label_idx`` / ``linearize`` shortcuts applied.
+
+    Args:
+        config: an experiment config with ``label_idx`` (and optionally ``linearize``) fields.
+        label_idx: ``--params label_idx=...``; ``None`` keeps the config's own.
+        linearize: ``--params linearize=...``; ``None`` keeps the config's own; ignored by
+            configs without a ``linearize`` field.
+    """
+    changes = {}
+    if label_idx is not None:
+        changes["label_idx"] = label_idx
+    if linearize is not None and hasattr(config, "linearize"):
+        changes["linearize"] = linearize
+    return config.replace(**changes) if changes else config
+
+
+def check_seed(seed: Any) -> int:
+    """The integer seed (every PRNG key derives from it), or a ConfigError."""
+    if isinstance(seed, bool) or not isinstance(seed, int | np.integer):
+        raise ConfigError(f"seed must be an integer; got {seed!r}.")
+    return int(seed)
