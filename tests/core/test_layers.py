@@ -49,7 +49,8 @@ def test_model_init_bit_identical_to_flax_conv(monkeypatch):
     ours_resnet = jax.eval_shape(
         lambda: models.init_variables(models.build_model(resnet), 7, (8, 8, 3))
     )
-    monkeypatch.setattr(models, "Conv", nn.Conv)
+    monkeypatch.setattr(models.lenet, "Conv", nn.Conv)
+    monkeypatch.setattr(models.resnet, "Conv", nn.Conv)
     ref = models.init_variables(models.build_model(lenet), 7, (8, 8, 3))
     ref_resnet = jax.eval_shape(
         lambda: models.init_variables(models.build_model(resnet), 7, (8, 8, 3))
