@@ -25,7 +25,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from .layers import conv_autodiff
+from .layers import with_conv_autodiff
 from .models import count_params
 
 DEFAULT_MEMORY_BYTES = 256 * 2**20
@@ -152,29 +152,30 @@ def kernel_alignment(
         and np.union1d(train_idx, test_idx).size == n
         and train_idx.size + test_idx.size == n
     )
+    # Hand-written reverse-mode convolutions: fast inside the scans below (layers.py).
+    module = with_conv_autodiff(module, "vjp")
     project = _projection_fn(module)
     parts = {"train": train_idx, "test": test_idx}
     if not disjoint_cover:
         parts["all"] = np.arange(n)
     xbs = {name: _batched(x[idx], batch_size) for name, idx in parts.items()}
     sq = {name: [] for name in ("all", "train", "test")}
-    with conv_autodiff("vjp"):
-        for start in range(0, k, chunk):
-            uc = u[start : start + chunk]
-            c = uc.shape[0]
-            # The last chunk is padded with zero vectors (zero cotangents, sliced off
-            # below) so that every chunk reuses one compiled program.
-            uc = np.concatenate([uc, np.zeros((chunk - c, n), uc.dtype)])
-            accs = {}
-            for name, idx in parts.items():
-                ub = _batched(uc[:, idx].T, batch_size)  # (nb, b, c)
-                accs[name] = project(params, state, xbs[name], jnp.swapaxes(ub, 1, 2))
-            if disjoint_cover:
-                accs["all"] = jax.tree_util.tree_map(jnp.add, accs["train"], accs["test"])
-            for name in sq:
-                sq[name].append(np.asarray(_sq_norms(accs[name]), np.float64)[:c])
-        mask = _batched(np.ones(n, dtype), batch_size)
-        trace = float(_grad_sq_norm_fn(module)(params, state, _batched(x, batch_size), mask))
+    for start in range(0, k, chunk):
+        uc = u[start : start + chunk]
+        c = uc.shape[0]
+        # The last chunk is padded with zero vectors (zero cotangents, sliced off
+        # below) so that every chunk reuses one compiled program.
+        uc = np.concatenate([uc, np.zeros((chunk - c, n), uc.dtype)])
+        accs = {}
+        for name, idx in parts.items():
+            ub = _batched(uc[:, idx].T, batch_size)  # (nb, b, c)
+            accs[name] = project(params, state, xbs[name], jnp.swapaxes(ub, 1, 2))
+        if disjoint_cover:
+            accs["all"] = jax.tree_util.tree_map(jnp.add, accs["train"], accs["test"])
+        for name in sq:
+            sq[name].append(np.asarray(_sq_norms(accs[name]), np.float64)[:c])
+    mask = _batched(np.ones(n, dtype), batch_size)
+    trace = float(_grad_sq_norm_fn(module)(params, state, _batched(x, batch_size), mask))
     u64 = eigvecs.astype(np.float64)
     denoms = {
         "all": np.sum(u64**2, axis=1),

@@ -26,7 +26,7 @@ Differences from the original ``sgd_train`` (SPEC §1.6), all deliberate:
   the parameters of the last finite epoch.
 
 Under scan, convolutions are traced with hand-written derivative rules
-(``layers.conv_autodiff``), because XLA:CPU runs autodiff's backward convolutions inside
+(the modules' ``conv_autodiff`` attribute, ``layers.with_conv_autodiff``), because XLA:CPU runs autodiff's backward convolutions inside
 ``lax.scan`` an order of magnitude slower (measured 13x for LeNet); with them a scanned
 LeNet epoch is about as fast as the loop (``benchmarks/README.md``, ``## training``). The
 loop uses XLA's own derivatives.
@@ -50,7 +50,7 @@ from tqdm.auto import trange
 
 from . import sharding
 from .config import dataclass_from_mapping
-from .layers import conv_autodiff
+from .layers import with_conv_autodiff
 from .linearize import linearize, linearize_diff
 
 logger = logging.getLogger(__name__)
@@ -456,7 +456,7 @@ def _pad_test(test_x: jax.Array, eval_batch: int):
     return xb.reshape(nb, eval_batch, *test_x.shape[1:]), mask.reshape(nb, eval_batch), pad
 
 
-# Convolution derivative rule per (kind, epoch mode), see layers.conv_autodiff. The
+# Convolution derivative rule per (kind, epoch mode), see layers.with_conv_autodiff. The
 # hand-written rules exist for scan; a loop of compiled steps uses XLA's own
 # (measured in benchmarks/README.md "## training").
 _CONV_MODES = {
@@ -477,7 +477,7 @@ def resolve_epoch_mode(epoch_mode: str, params: Any) -> str:
     """Chooses how an epoch is executed (``TrainConfig.epoch_mode``).
 
     ``"auto"`` is ``"scan"``: with the hand-written convolution derivatives of
-    ``layers.conv_autodiff`` a scanned LeNet epoch on a 2-core CPU was measured as fast as
+    ``layers.py`` a scanned LeNet epoch on a 2-core CPU was measured as fast as
     the loop of donated steps or faster (network 3.9 s vs 4.1-4.4 s per 4096 samples, linear
     model within noise), and for the MLP the scan is faster (0.15 s vs 0.18 s);
     ``benchmarks/README.md``, ``## training``. ``"loop"`` stays available as the fallback
@@ -541,29 +541,28 @@ def _train_group(
     history = {k: np.full((n_tasks, epochs), np.nan) for k in HISTORY_KEYS}
     alive = np.ones(n_tasks, bool)
     diverged = np.zeros(n_tasks, bool)
-    with conv_autodiff(_conv_mode(engine.kind, engine.epoch_mode)):
-        for epoch in trange(epochs, disable=not progress, desc=f"train {engine.kind}"):
-            carry, metrics = _run_epoch(
-                engine, vmapped, carry, ref, train_x, test_xb, test_mask, *args, epoch
+    for epoch in trange(epochs, disable=not progress, desc=f"train {engine.kind}"):
+        carry, metrics = _run_epoch(
+            engine, vmapped, carry, ref, train_x, test_xb, test_mask, *args, epoch
+        )
+        metrics = jax.device_get(metrics)
+        metrics = {k: np.reshape(np.asarray(v), (n_tasks,)) for k, v in metrics.items()}
+        for key in HISTORY_KEYS:
+            history[key][alive, epoch] = metrics[key][alive]
+        newly = alive & ~metrics["finite"]
+        for task in np.flatnonzero(newly):
+            logger.warning(
+                "Task %d (%s) diverged in epoch %d (train loss %s); stopping it and "
+                "keeping the parameters of the last finite epoch.",
+                task,
+                engine.kind,
+                epoch,
+                metrics["train_loss"][task],
             )
-            metrics = jax.device_get(metrics)
-            metrics = {k: np.reshape(np.asarray(v), (n_tasks,)) for k, v in metrics.items()}
-            for key in HISTORY_KEYS:
-                history[key][alive, epoch] = metrics[key][alive]
-            newly = alive & ~metrics["finite"]
-            for task in np.flatnonzero(newly):
-                logger.warning(
-                    "Task %d (%s) diverged in epoch %d (train loss %s); stopping it and "
-                    "keeping the parameters of the last finite epoch.",
-                    task,
-                    engine.kind,
-                    epoch,
-                    metrics["train_loss"][task],
-                )
-            diverged |= newly
-            alive &= ~newly
-            if not alive.any():
-                break
+        diverged |= newly
+        alive &= ~newly
+        if not alive.any():
+            break
     params, _, state = jax.device_get(carry)
     results = []
     for task in range(n_tasks):
@@ -621,15 +620,16 @@ def _prepare(module, variables0, kind, train_x, test_x, train_ys, test_ys, cfg, 
         ref = {"params0": start_params, "state": start_state}
     eval_batch = min(EVAL_BATCH_SIZE, test_x.shape[0])
     test_xb, test_mask, _ = _pad_test(test_x, eval_batch)
+    epoch_mode = resolve_epoch_mode(cfg.epoch_mode, start_params)
     engine = _Engine(
-        module,
+        with_conv_autodiff(module, _conv_mode(kind, epoch_mode)),
         kind,
         cfg,
         train_x.shape[0],
         test_x.shape[0],
         eval_batch,
         has_state=bool(start_state) and kind == "network",
-        epoch_mode=resolve_epoch_mode(cfg.epoch_mode, start_params),
+        epoch_mode=epoch_mode,
     )
     data = (train_x, test_xb, jnp.asarray(test_mask))
     return engine, start_params, start_state, ref, data, train_ys, test_ys

@@ -18,6 +18,7 @@ class LeNet(nn.Module):
     conv_features: Sequence[int] = (6, 16)
     dense_features: Sequence[int] = (120, 84)
     activation: str = "relu"
+    conv_autodiff: str = "lax"  # derivative rule of the convolutions (layers.py)
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
@@ -25,7 +26,7 @@ class LeNet(nn.Module):
         del train
         act = ACTIVATIONS[self.activation]
         for width in self.conv_features:
-            x = act(Conv(width, (5, 5), padding="SAME")(x))
+            x = act(Conv(width, (5, 5), padding="SAME", conv_autodiff=self.conv_autodiff)(x))
             x = nn.avg_pool(x, (2, 2), strides=(2, 2), padding="VALID")
         x = x.reshape((x.shape[0], -1))
         for width in self.dense_features:

@@ -20,21 +20,21 @@ class ResNetBlock(nn.Module):
     filters: int
     strides: tuple[int, int] = (1, 1)
     activation: str = "relu"
+    conv_autodiff: str = "lax"  # derivative rule of the convolutions (layers.py)
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
         """(B, H, W, C) -> (B, H / s, W / s, filters)."""
         act = ACTIVATIONS[self.activation]
         norm = partial(nn.BatchNorm, use_running_average=not train, momentum=0.9, epsilon=1e-5)
+        conv = partial(Conv, use_bias=False, conv_autodiff=self.conv_autodiff)
         residual = x
-        y = Conv(self.filters, (3, 3), self.strides, padding="SAME", use_bias=False)(x)
+        y = conv(self.filters, (3, 3), self.strides, padding="SAME")(x)
         y = act(norm()(y))
-        y = Conv(self.filters, (3, 3), padding="SAME", use_bias=False)(y)
+        y = conv(self.filters, (3, 3), padding="SAME")(y)
         y = norm(scale_init=nn.initializers.zeros)(y)
         if residual.shape != y.shape:
-            residual = Conv(self.filters, (1, 1), self.strides, use_bias=False, name="conv_proj")(
-                residual
-            )
+            residual = conv(self.filters, (1, 1), self.strides, name="conv_proj")(residual)
             residual = norm(name="norm_proj")(residual)
         return act(residual + y)
 
@@ -45,13 +45,19 @@ class ResNet18(nn.Module):
     stage_sizes: Sequence[int] = (2, 2, 2, 2)
     num_filters: int = 64
     activation: str = "relu"
+    conv_autodiff: str = "lax"  # derivative rule of the convolutions (layers.py)
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
         """(B, H, W, C) -> (B, 1)."""
         act = ACTIVATIONS[self.activation]
         x = Conv(
-            self.num_filters, (3, 3), padding=((1, 1), (1, 1)), use_bias=False, name="conv_init"
+            self.num_filters,
+            (3, 3),
+            padding=((1, 1), (1, 1)),
+            use_bias=False,
+            conv_autodiff=self.conv_autodiff,
+            name="conv_init",
         )(x)
         x = nn.BatchNorm(use_running_average=not train, momentum=0.9, epsilon=1e-5, name="bn_init")(
             x
@@ -60,7 +66,13 @@ class ResNet18(nn.Module):
         for i, block_size in enumerate(self.stage_sizes):
             for j in range(block_size):
                 strides = (2, 2) if i > 0 and j == 0 else (1, 1)
-                x = ResNetBlock(self.num_filters * 2**i, strides, self.activation)(x, train=train)
+                block = ResNetBlock(
+                    self.num_filters * 2**i,
+                    strides,
+                    self.activation,
+                    conv_autodiff=self.conv_autodiff,
+                )
+                x = block(x, train=train)
         x = jnp.mean(x, axis=(1, 2))
         return nn.Dense(1)(x)
 
