@@ -6,6 +6,7 @@
   evaluation), for one task or several vmapped ones.
 * ``sweep``: ``train_model`` (one run) and ``train_sweep`` (many tasks, grouped into
   compiled programs by a strategy).
+* ``progress``: ``TrainingProgress``, bars or log lines while tasks train.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from .config import (
     steps_per_epoch,
 )
 from .epoch import HISTORY_KEYS, EpochProgram, TaskData, epoch_batches, run_epoch
+from .progress import TrainingProgress
 from .state import (
     KINDS,
     Anchor,
@@ -54,6 +56,7 @@ __all__ = [
     "TrainConfig",
     "TrainResult",
     "TrainState",
+    "TrainingProgress",
     "binary_metrics",
     "epoch_batches",
     "make_optimizer",

@@ -34,6 +34,7 @@ from .. import sharding
 from ..layers import with_conv_autodiff
 from .config import EPOCH_MODES, TrainConfig
 from .epoch import HISTORY_KEYS, EpochProgram, TaskData, run_epoch
+from .progress import TrainingProgress, as_reporter
 from .state import KINDS, Anchor, TrainState
 
 logger = logging.getLogger(__name__)
@@ -304,10 +305,15 @@ def _train_group(
     *,
     vmapped: bool,
     shared_order: bool,
-    progress: bool,
+    reporter: TrainingProgress | None,
+    labels: Sequence[str],
     mesh: Any = None,
 ) -> list[TrainResult]:
-    """Trains the tasks ``tasks`` together (vmapped) or one task (not vmapped)."""
+    """Trains the tasks ``tasks`` together (vmapped) or one task (not vmapped).
+
+    ``labels``: one per task of ``tasks`` for the reporter; tasks labelled ``None``
+    (copies padding a group to the mesh size) are trained but not reported.
+    """
     if not vmapped and len(tasks) != 1:
         raise ValueError("A non-vmapped group holds exactly one task.")
     program, state, alive, anchor, data, key = _group_inputs(
@@ -320,6 +326,9 @@ def _train_group(
 
     def record(epoch: int, metrics: Mapping[str, Any]) -> None:
         metrics = {k: np.reshape(np.asarray(v), (n_tasks,)) for k, v in metrics.items()}
+        if reporter is not None:
+            reported = {k: v[:n_reported] for k, v in metrics.items()}
+            reporter.end_epoch(epoch, reported, (host_alive & metrics["finite"])[:n_reported])
         for name in HISTORY_KEYS:
             history[name][host_alive, epoch] = metrics[name][host_alive]
         newly = host_alive & ~metrics["finite"]
@@ -335,7 +344,9 @@ def _train_group(
         diverged[:] |= newly
         host_alive[:] &= ~newly
 
-    bar = _epoch_bar(progress, epochs, program.kind)
+    n_reported = sum(label is not None for label in labels)
+    if reporter is not None:
+        reporter.start_group(program.kind, labels[:n_reported], epochs)
     pending = None
     for epoch in range(epochs):
         if not host_alive.any():
@@ -343,13 +354,10 @@ def _train_group(
         state, alive, metrics = run_epoch(program, state, alive, anchor, data, key, epoch)
         if pending is not None:
             record(*pending)
-            bar.update(1)
         # Read in the next iteration, while the next epoch runs (one round trip per epoch).
         pending = (epoch, metrics)
     if pending is not None:
         record(*pending)
-        bar.update(1)
-    bar.close()
     params, model_state = jax.device_get((state.params, state.model_state))
     results = []
     for task in range(n_tasks):
@@ -373,13 +381,10 @@ def _train_group(
                 kind=program.kind,
             )
         )
+    if reporter is not None:
+        reported = results[:n_reported]
+        reporter.end_group([r.final for r in reported], [r.diverged for r in reported])
     return results
-
-
-def _epoch_bar(progress: bool, epochs: int, kind: str):
-    from tqdm.auto import tqdm
-
-    return tqdm(total=epochs, disable=not progress, desc=f"train {kind}")
 
 
 def train_model(
@@ -394,7 +399,8 @@ def train_model(
     key: jax.Array | int,
     *,
     linearization_point: Mapping[str, Any] | None = None,
-    progress: bool = False,
+    progress: bool | TrainingProgress = False,
+    task_label: str = "task",
 ) -> TrainResult:
     """Trains a network or one of its linearisations with binary cross-entropy.
 
@@ -410,7 +416,9 @@ def train_model(
         key: PRNG key or integer seed; epoch e shuffles with ``fold_in(key, e)``.
         linearization_point: for ``"linear_diff"``, the variables (θc and the BN state to
             freeze); defaults to ``variables0``.
-        progress: show a bar over epochs.
+        progress: a ``progress.TrainingProgress`` (bars or log lines per epoch, a log line
+            at the end), ``True`` for an unnamed one, or ``False``.
+        task_label: the task's name in progress reports (e.g. ``"j=10"``).
 
     Returns:
         A ``TrainResult``.
@@ -435,9 +443,14 @@ def train_model(
         linearization_point,
         keys[None],
     )
-    return _train_group(sweep, np.array([0]), vmapped=False, shared_order=True, progress=progress)[
-        0
-    ]
+    return _train_group(
+        sweep,
+        np.array([0]),
+        vmapped=False,
+        shared_order=True,
+        reporter=as_reporter(progress),
+        labels=[task_label],
+    )[0]
 
 
 def _all_equal(keys: jax.Array) -> bool:
@@ -459,8 +472,9 @@ def train_sweep(
     strategy: str = "auto",
     chunk_size: int = 4,
     linearization_point: Mapping[str, Any] | None = None,
-    progress: bool = False,
+    progress: bool | TrainingProgress = False,
     mesh: Any = "auto",
+    task_labels: Sequence[str] | None = None,
 ) -> list[TrainResult]:
     """Trains T tasks of one model kind from the same starting point.
 
@@ -479,11 +493,15 @@ def train_sweep(
         strategy: ``"vmap"`` (all tasks in one program), ``"chunked"`` (vmap over groups of
             ``chunk_size``), ``"sequential"`` or ``"auto"`` (see ``resolve_strategy``).
         chunk_size: tasks per group for ``"chunked"``.
-        progress: progress bars.
+        progress: a ``progress.TrainingProgress`` (an n-of-N bar over tasks, per task a bar
+            with its loss and accuracies, or plain log lines when not on a terminal),
+            ``True`` for an unnamed one, or ``False``.
         mesh: for the vmapped strategies, ``"auto"`` (default: split the task axis over
             all local devices when there are several), ``None`` (one device) or a
             ``jax.sharding.Mesh`` (``core.sharding``). Groups are padded with copies of
             their last task to a multiple of the mesh size; the copies are dropped.
+        task_labels: (T,) names of the tasks in progress reports (default ``"task t"``),
+            e.g. ``["j=1", "j=10"]``.
 
     Returns:
         T ``TrainResult``s in task order.
@@ -530,6 +548,12 @@ def train_sweep(
         groups = [list(range(s, min(s + size, n_tasks))) for s in range(0, n_tasks, size)]
         vmapped = True
     logger.info("Training %d %s tasks with strategy %r.", n_tasks, kind, strategy)
+    labels = [f"task {t}" for t in range(n_tasks)] if task_labels is None else list(task_labels)
+    if len(labels) != n_tasks:
+        raise ValueError(f"task_labels has {len(labels)} names for {n_tasks} tasks.")
+    reporter = as_reporter(progress)
+    if reporter is not None:
+        reporter.start_sweep(kind, n_tasks)
     mesh = sharding.resolve_mesh(mesh) if vmapped else None
     results: list[TrainResult] = []
     for group in groups:
@@ -542,7 +566,10 @@ def train_sweep(
             idx,
             vmapped=vmapped,
             shared_order=shared_order,
-            progress=progress,
+            reporter=reporter,
+            labels=[labels[t] for t in group] + [None] * pad,
             mesh=mesh,
         )[: len(group)]
+    if reporter is not None:
+        reporter.end_sweep()
     return results
