@@ -25,7 +25,7 @@ EXPERIMENTS = (
     "ntk_spectrum",
     "eigen_training",
     "pretrained_comparison",
-    "nads",
+    "nads_directions",
     "nad_training",
     "cifar2",
 )

@@ -8,6 +8,7 @@ from linearized_kedro.hooks import (
     RunMetadataHook,
     UpstreamArtifactsHook,
 )
+from linearized_kedro.hooks.config import model_preset
 
 # JAX is multithreaded: a process forked after JAX initialised can hang. Kedro's
 # ParallelRunner reads this variable to choose how it starts its workers.
@@ -20,4 +21,7 @@ CONFIG_LOADER_ARGS = {
     "default_run_env": "local",
     # `conf/<env>` overrides single keys (e.g. `ntk.num_eigvecs`) instead of whole blocks.
     "merge_strategy": {"parameters": "soft", "globals": "soft"},
+    # `model_config: ${model_preset:${model}}` in parameters.yml (an unknown model is an
+    # error listing the presets).
+    "custom_resolvers": {"model_preset": model_preset},
 }

@@ -49,11 +49,11 @@ class _Kept(MemoryDataset):
 
 NADS_OUTPUTS = (
     "nads_init_params",
-    "nads",
+    "nads_directions",
     "nads_images",
-    "nad_eigenvalues",
+    "nads_eigenvalues",
     "nads_report",
-    "nads_plot",
+    "nads_directions_plot",
     "nads_spectrum_plot",
 )
 
@@ -79,8 +79,8 @@ def nads_outputs():
 
 
 def test_nads_pipeline_outputs(nads_outputs):
-    nads, images = nads_outputs["nads"], nads_outputs["nads_images"]
-    values, report = nads_outputs["nad_eigenvalues"], nads_outputs["nads_report"]
+    nads, images = nads_outputs["nads_directions"], nads_outputs["nads_images"]
+    values, report = nads_outputs["nads_eigenvalues"], nads_outputs["nads_report"]
     assert nads.shape == (D, D) and nads.dtype == np.float32
     assert images.shape == (D, *SHAPE)
     np.testing.assert_array_equal(images.reshape(D, D), nads)
@@ -94,7 +94,7 @@ def test_nads_pipeline_outputs(nads_outputs):
     assert report["max_relative_residual"] < 1e-10
     assert set(report["timings"]) >= {"operator", "gram", "eigh"}
     assert "num_zero_eigenvalues" in report
-    for name in ("nads_plot", "nads_spectrum_plot"):
+    for name in ("nads_directions_plot", "nads_spectrum_plot"):
         assert isinstance(nads_outputs[name], Figure)
     assert "params" in nads_outputs["nads_init_params"]
 
@@ -102,8 +102,8 @@ def test_nads_pipeline_outputs(nads_outputs):
 def test_nads_are_deterministic(nads_outputs):
     variables = init_nad_network(LENET, NADS, 42)
     nads, _, values, _ = compute_nads(variables, LENET, NADS, 42)
-    np.testing.assert_array_equal(nads, nads_outputs["nads"])
-    np.testing.assert_array_equal(values, nads_outputs["nad_eigenvalues"])
+    np.testing.assert_array_equal(nads, nads_outputs["nads_directions"])
+    np.testing.assert_array_equal(values, nads_outputs["nads_eigenvalues"])
 
 
 def test_relu_at_zero_and_bad_settings_are_refused():
@@ -125,7 +125,7 @@ def test_relu_at_zero_and_bad_settings_are_refused():
 def _training_catalog(nads_outputs, **params) -> DataCatalog:
     upstream = {
         name: MemoryDataset(nads_outputs[name], copy_mode="assign")
-        for name in ("nads", "nad_eigenvalues", "nads_report", "nads_init_params")
+        for name in ("nads_directions", "nads_eigenvalues", "nads_report", "nads_init_params")
     }
     outputs = {
         name: _Kept(copy_mode="assign")
@@ -153,7 +153,7 @@ def test_nad_training_pipeline(nads_outputs):
     ):
         assert column in table, column
     np.testing.assert_allclose(
-        table["eigenvalue"], nads_outputs["nad_eigenvalues"][[0, 0, 40, 40]], rtol=1e-12
+        table["eigenvalue"], nads_outputs["nads_eigenvalues"][[0, 0, 40, 40]], rtol=1e-12
     )
     assert table["test_accuracy"].between(0, 1).all() and not table["diverged"].any()
     assert (table["param_distance_squared"] > 0).all()
@@ -166,8 +166,8 @@ def test_nad_training_pipeline(nads_outputs):
 
 def _train(nads_outputs, **overrides):
     args = {
-        "nads": nads_outputs["nads"],
-        "nad_eigenvalues": nads_outputs["nad_eigenvalues"],
+        "nads_directions": nads_outputs["nads_directions"],
+        "nads_eigenvalues": nads_outputs["nads_eigenvalues"],
         "nads_report": nads_outputs["nads_report"],
         "nads_init_params": nads_outputs["nads_init_params"],
         "model_config": LENET,
@@ -199,8 +199,8 @@ def test_nad_training_bad_inputs(nads_outputs):
 def test_missing_upstream_nads_raise_dataset_error(nads_outputs, tmp_path):
     # What a user sees when `nads` never ran: the versioned dataset has no version.
     catalog = _training_catalog(nads_outputs)
-    catalog["nads"] = NumpyDataset(
-        filepath=str(tmp_path / "nads" / "nads.npy"), version=Version(None, None)
+    catalog["nads_directions"] = NumpyDataset(
+        filepath=str(tmp_path / "nads_directions" / "nads.npy"), version=Version(None, None)
     )
     with pytest.raises(DatasetError, match="(?i)did not find any versions"):
         SequentialRunner().run(nad_training_pipeline(), catalog)
@@ -221,8 +221,8 @@ def test_network_learns_early_nads_better_than_late_ones():
         "train": {"epochs": 8, "batch_size": 64},
     }
     outputs = {
-        "nads": nads,
-        "nad_eigenvalues": values,
+        "nads_directions": nads,
+        "nads_eigenvalues": values,
         "nads_report": report,
         "nads_init_params": variables,
     }

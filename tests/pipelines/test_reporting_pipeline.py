@@ -256,7 +256,7 @@ def test_summary_with_nothing_run():
 
 def test_run_command_keys_nads_by_model_only():
     by_key = {e.key: e for e in EXPERIMENTS}
-    assert run_command(by_key["nads"], "digits", "lenet") == (
+    assert run_command(by_key["nads_directions"], "digits", "lenet") == (
         "kedro run --pipelines nads --params model=lenet"
     )
     assert run_command(by_key["cifar2"], "digits", "mlp") == (
@@ -274,11 +274,11 @@ def test_pipeline_on_in_memory_catalog():
         }
     )
     outputs = SequentialRunner().run(create_pipeline(), catalog)
-    markdown = outputs["summary_report"].load()
-    html_text = outputs["summary_report_html"].load()
+    markdown = outputs["summary_markdown"].load()
+    html_text = outputs["summary_html"].load()
     assert "## CIFAR-2" in markdown
     assert "base64" not in html_text  # embed_figures: false
-    assert figure_has_data(outputs["summary_figure"].load())
+    assert figure_has_data(outputs["summary_plot"].load())
 
 
 # --- shared plotting helpers (core/plots.py, used by the notebook) ------------------

@@ -1,9 +1,9 @@
 """Wiring of ``eigen_training``.
 
-Tags split the pipeline for job arrays (docs/scaling.md): ``eigen_training_sweep``
-trains one partition of the index list and writes it to ``eigen_training_partitions``;
-``eigen_training_merge`` merges every partition into ``eigen_training_results`` and
-draws the main figure. A plain run does both, with one partition.
+Tags split the pipeline for job arrays (docs/scaling.md): ``eigen_training_sweep`` trains
+one partition of the index list into ``eigen_training_partitions``; ``eigen_training_merge``
+merges every partition into ``eigen_training_results`` and draws the main figure. A plain
+run does both, with one partition.
 """
 
 from kedro.pipeline import Node, Pipeline
@@ -19,11 +19,11 @@ def create_pipeline(**kwargs) -> Pipeline:
                 [
                     "prepared_inputs",
                     "data_report",
+                    "prepared_sample_index",
                     "ntk_eigenvalues",
                     "ntk_eigenvectors",
                     "ntk_report",
                     "ntk_sample_index",
-                    "sample_index",
                     "ntk_init_params",
                     "params:model_config",
                     "params:eigen_training",
@@ -34,7 +34,7 @@ def create_pipeline(**kwargs) -> Pipeline:
                 [
                     "eigen_training_partitions",
                     "eigen_training_histories",
-                    "eigen_training_params",
+                    "eigen_training_trained_params",
                     "eigen_training_alignment",
                 ],
                 name="train_on_eigenfunctions",
@@ -49,14 +49,14 @@ def create_pipeline(**kwargs) -> Pipeline:
                     "params:linearize",
                 ],
                 "eigen_training_results",
-                name="merge_eigen_training_partitions",
+                name="merge_partitions",
                 tags=["eigen_training_merge"],
             ),
             Node(
                 plot_accuracy_vs_index,
                 ["eigen_training_results", "ntk_report"],
                 "eigen_training_accuracy_plot",
-                name="plot_accuracy_vs_eigen_index",
+                name="plot_accuracy_vs_index",
                 tags=["eigen_training_merge"],
             ),
             Node(
@@ -66,5 +66,7 @@ def create_pipeline(**kwargs) -> Pipeline:
                 name="plot_kernel_alignment",
                 tags=["eigen_training_sweep"],
             ),
-        ]
+        ],
+        namespace="eigen_training",
+        prefix_datasets_with_namespace=False,
     )

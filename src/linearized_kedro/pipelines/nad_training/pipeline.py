@@ -11,8 +11,8 @@ def create_pipeline(**kwargs) -> Pipeline:
             Node(
                 train_on_nads,
                 [
-                    "nads",
-                    "nad_eigenvalues",
+                    "nads_directions",
+                    "nads_eigenvalues",
                     "nads_report",
                     "nads_init_params",
                     "params:model_config",
@@ -29,7 +29,9 @@ def create_pipeline(**kwargs) -> Pipeline:
                 plot_accuracy_vs_nad_index,
                 ["nad_training_results", "nads_report"],
                 "nad_training_accuracy_plot",
-                name="plot_accuracy_vs_nad_index",
+                name="plot_accuracy_vs_index",
             ),
-        ]
+        ],
+        namespace="nad_training",
+        prefix_datasets_with_namespace=False,
     )

@@ -12,25 +12,27 @@ def create_pipeline(**kwargs) -> Pipeline:
                 init_nad_network,
                 ["params:model_config", "params:nads", "params:seed"],
                 "nads_init_params",
-                name="init_nad_network",
+                name="init_network",
             ),
             Node(
                 compute_nads,
                 ["nads_init_params", "params:model_config", "params:nads", "params:seed"],
-                ["nads", "nads_images", "nad_eigenvalues", "nads_report"],
+                ["nads_directions", "nads_images", "nads_eigenvalues", "nads_report"],
                 name="compute_nads",
             ),
             Node(
                 plot_nads,
                 ["nads_images", "nads_report", "params:nads"],
-                "nads_plot",
+                "nads_directions_plot",
                 name="plot_nads",
             ),
             Node(
                 plot_nad_spectrum,
-                ["nad_eigenvalues", "nads_report"],
+                ["nads_eigenvalues", "nads_report"],
                 "nads_spectrum_plot",
-                name="plot_nad_spectrum",
+                name="plot_spectrum",
             ),
-        ]
+        ],
+        namespace="nads",
+        prefix_datasets_with_namespace=False,
     )

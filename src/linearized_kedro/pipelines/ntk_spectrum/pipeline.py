@@ -22,9 +22,9 @@ def create_pipeline(**kwargs) -> Pipeline:
             ),
             Node(
                 record_sample_index,
-                "sample_index",
+                "prepared_sample_index",
                 "ntk_sample_index",
-                name="record_ntk_sample_index",
+                name="record_sample_index",
             ),
             Node(
                 compute_ntk_spectrum,
@@ -38,7 +38,7 @@ def create_pipeline(**kwargs) -> Pipeline:
                     "ntk_gram_tiles",
                 ],
                 ["ntk_eigenvalues", "ntk_eigenvectors", "ntk_report"],
-                name="compute_ntk_spectrum",
+                name="compute_spectrum",
             ),
             Node(
                 release_gram_tiles,
@@ -50,7 +50,9 @@ def create_pipeline(**kwargs) -> Pipeline:
                 plot_spectrum,
                 ["ntk_eigenvalues", "ntk_report"],
                 "ntk_spectrum_plot",
-                name="plot_ntk_spectrum",
+                name="plot_spectrum",
             ),
-        ]
+        ],
+        namespace="ntk_spectrum",
+        prefix_datasets_with_namespace=False,
     )
