@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import errno
 import hashlib
+import io
 import shutil
 import socket
 import time
@@ -14,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from official_formats import http_server, idx_splits, write_cifar10_binary, write_idx
+from tqdm import tqdm
 
 from linearized_kedro.datasets.raw import fetch
 from linearized_kedro.datasets.raw.dataset import RawImageDataset
@@ -264,3 +266,21 @@ def test_system_dirs_are_searched_after_the_project_folder(tmp_path):
     (located,) = fetch.locate_files("cifar10", tmp_path / "raw", "never", sums, [str(system)])
     assert located.path == tmp_path / "raw" / "cifar10" / "cifar-10-binary.tar.gz"
     assert Path(located.path).is_file()
+
+
+def test_progress_bar_is_named_after_the_file(tmp_path, served, monkeypatch):
+    folder, base, _ = served
+    good = _sha((folder / "file.bin").read_bytes())
+    shown = io.StringIO()
+    # Force the bar on (tests do not run on a terminal, where it is off) and capture it.
+    def visible_bar(*args, **kwargs):
+        return tqdm(*args, **{**kwargs, "file": shown, "disable": False})
+
+    monkeypatch.setattr(fetch, "tqdm", visible_bar)
+    fetch.download_file([base + "file.bin"], tmp_path / "file.bin", [good], show_progress=True)
+    assert "file.bin: 100%" in shown.getvalue() and "17.0k/17.0k" in shown.getvalue()
+    # Negative control: show_progress=False draws nothing.
+    shown.truncate(0)
+    (tmp_path / "file.bin").unlink()
+    fetch.download_file([base + "file.bin"], tmp_path / "file.bin", [good], show_progress=False)
+    assert shown.getvalue().strip("\x00") == ""

@@ -313,19 +313,18 @@ def download_file(
         try:
             target.parent.mkdir(parents=True, exist_ok=True)
             downloader = _Downloader(url, target.name, show_progress, timeout_s)
-            logger.info("Downloading %s to %s", url, target)
-            pooch.retrieve(
+            pooch.retrieve(  # logs "Downloading data from <url> to file <target>"
                 url, known_hash=known, fname=target.name, path=target.parent, downloader=downloader
             )
             return known
         except OSError as exc:  # requests' errors are OSErrors too
             if exc.errno in _NO_SPACE:
                 raise _no_space_error(exc, target, downloader) from exc
-            failures.append(f"{url}: {type(exc).__name__}: {exc}")
+            failures.append(f"{url}: {type(exc).__name__}: {str(exc).rstrip('.')}")
         except ValueError as exc:  # pooch: hash mismatch, or an unsupported protocol
             found = _found_hash(str(exc), known)
             if found is None:
-                failures.append(f"{url}: {exc}")
+                failures.append(f"{url}: {str(exc).rstrip('.')}")
             else:
                 mismatches.append((url, found))
     if mismatches and not failures:
