@@ -247,13 +247,26 @@ def test_missing_cifar_offline_names_file_and_folder(tmp_path, monkeypatch):
         fetch.locate_files("mnist", tmp_path, "never", system_dirs=[])
 
 
-def test_network_probe_is_quick_for_unreachable_host():
+def test_network_probe_is_quick_for_unreachable_host(served, monkeypatch):
+    _, base, _ = served
     port = _closed_port()
     start = time.perf_counter()
     assert not fetch.network_available(
         [f"http://127.0.0.1:{port}/x", f"https://127.0.0.1:{port}/y"], timeout_s=1.0
     )
     assert time.perf_counter() - start < 5
+    assert fetch.network_available([base + "file.bin"], timeout_s=1.0)  # control: it answers
+    # A name lookup that hangs (unreachable DNS server) is bounded by the timeout too.
+    real_lookup = socket.getaddrinfo
+
+    def hanging_lookup(*args, **kwargs):
+        time.sleep(3)
+        return real_lookup(*args, **kwargs)
+
+    monkeypatch.setattr(socket, "getaddrinfo", hanging_lookup)
+    start = time.perf_counter()
+    assert not fetch.network_available([base + "file.bin"], timeout_s=0.3)
+    assert time.perf_counter() - start < 1.5
 
 
 def test_system_dirs_are_searched_after_the_project_folder(tmp_path):
@@ -272,6 +285,7 @@ def test_progress_bar_is_named_after_the_file(tmp_path, served, monkeypatch):
     folder, base, _ = served
     good = _sha((folder / "file.bin").read_bytes())
     shown = io.StringIO()
+
     # Force the bar on (tests do not run on a terminal, where it is off) and capture it.
     def visible_bar(*args, **kwargs):
         return tqdm(*args, **{**kwargs, "file": shown, "disable": False})

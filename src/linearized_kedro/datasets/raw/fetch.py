@@ -20,6 +20,7 @@ import os
 import re
 import shutil
 import socket
+import threading
 import urllib.parse
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -189,20 +190,36 @@ def _placement_message(spec: DatasetSpec, missing: Sequence[FileRole], local_dir
 
 
 def network_available(urls: Sequence[str], timeout_s: float = _PROBE_TIMEOUT_S) -> bool:
-    """Whether a TCP connection to the host of one of ``urls`` opens quickly (≤ 2 hosts probed)."""
+    """Whether a TCP connection to the host of one of ``urls`` opens quickly (≤ 2 hosts probed).
+
+    Each probe is bounded by ``timeout_s`` including the name lookup (which the socket
+    timeout does not cover: an unreachable DNS server can stall it for many seconds).
+    """
     hosts: list[tuple[str, int]] = []
     for url in urls:
         parsed = urllib.parse.urlsplit(url)
         port = parsed.port or (443 if parsed.scheme == "https" else 80)
         if parsed.hostname and (parsed.hostname, port) not in hosts:
             hosts.append((parsed.hostname, port))
-    for host in hosts[:2]:
+    return any(_connects(host, timeout_s) for host in hosts[:2])
+
+
+def _connects(host: tuple[str, int], timeout_s: float) -> bool:
+    """Whether ``host`` accepts a TCP connection within ``timeout_s``, lookup included."""
+    answer: list[bool] = []
+
+    def attempt() -> None:
         try:
             with socket.create_connection(host, timeout=timeout_s):
-                return True
+                answer.append(True)
         except OSError:
-            continue
-    return False
+            answer.append(False)
+
+    # A daemon thread: a lookup that never returns is abandoned, not waited for.
+    probe = threading.Thread(target=attempt, name="raw-network-probe", daemon=True)
+    probe.start()
+    probe.join(timeout_s)
+    return bool(answer) and answer[0]
 
 
 # ---------------------------------------------------------------------------
