@@ -6,6 +6,7 @@ from __future__ import annotations
 import errno
 import hashlib
 import io
+import os
 import shutil
 import socket
 import time
@@ -298,3 +299,19 @@ def test_progress_bar_is_named_after_the_file(tmp_path, served, monkeypatch):
     (tmp_path / "file.bin").unlink()
     fetch.download_file([base + "file.bin"], tmp_path / "file.bin", [good], show_progress=False)
     assert shown.getvalue().strip("\x00") == ""
+
+
+def test_partial_files_of_killed_downloads_are_removed(tmp_path, served):
+    folder, base, _ = served
+    good = _sha((folder / "file.bin").read_bytes())
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    stale, live, mine = raw / "tmpab12cd_9", raw / "tmpzz34yy01", raw / "tmp_notes.txt"
+    for path in (stale, live, mine):
+        path.write_bytes(b"partial")
+    hour_ago = time.time() - 3600
+    for path in (stale, mine):
+        os.utime(path, (hour_ago, hour_ago))
+    fetch.download_file([base + "file.bin"], raw / "file.bin", [good], show_progress=False)
+    # Only pooch's temporary name, untouched for longer than any live download allows.
+    assert sorted(p.name for p in raw.iterdir()) == ["file.bin", "tmp_notes.txt", "tmpzz34yy01"]

@@ -41,6 +41,7 @@ from linearized_kedro.datasets.raw.fetch import (
     download_file,
     locate_files,
     network_available,
+    remove_stale_partials,
 )
 from linearized_kedro.datasets.raw.formats import (
     DIGITS_NUM_TRAIN,
@@ -111,6 +112,7 @@ __all__ = [
     "read_located",
     "register_dataset",
     "register_format",
+    "remove_stale_partials",
     "unregister_dataset",
     "verify_file",
 ]

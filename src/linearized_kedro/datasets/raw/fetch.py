@@ -21,6 +21,7 @@ import re
 import shutil
 import socket
 import threading
+import time
 import urllib.parse
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -46,6 +47,8 @@ logger = logging.getLogger(__name__)
 DOWNLOAD_MODES = ("auto", "always", "never")
 _PROBE_TIMEOUT_S = 2.5  # two hosts at most → an offline failure takes ≤ 5 s
 _DOWNLOAD_TIMEOUT_S = 30.0  # per connection attempt and per read, not for the whole file
+_STALE_PARTIAL_S = 20 * _DOWNLOAD_TIMEOUT_S
+_PARTIAL_NAME = re.compile(r"^tmp[a-z0-9_]{8}$")  # tempfile.NamedTemporaryFile's names
 _NO_SPACE = {errno.ENOSPC: "No space left on device", errno.EDQUOT: "Disk quota exceeded"}
 
 
@@ -323,6 +326,7 @@ def download_file(
     if not urls:
         raise DownloadError(f"No download source for {target.name}; place it in {target.parent}/.")
     known = accepted[0]
+    remove_stale_partials(target.parent)
     failures: list[str] = []
     mismatches: list[tuple[str, str]] = []  # (url, found)
     for url in urls:
@@ -351,6 +355,34 @@ def download_file(
         f"Could not download {target.name}: {'; '.join(details)}. Check the network (or a "
         f"proxy) and try again, or place the official file in {target.parent}/ yourself."
     )
+
+
+def remove_stale_partials(directory: Path, max_idle_s: float = _STALE_PARTIAL_S) -> list[Path]:
+    """Removes the temporary files of downloads that were killed (SIGKILL, power loss).
+
+    pooch names a download's temporary file ``tmp`` + 8 characters in the target folder and
+    removes it itself on any error it sees; only a killed process leaves one behind. A
+    running download writes at least once per read timeout, so a file untouched for
+    ``max_idle_s`` (20 read timeouts) belongs to no live download.
+
+    Returns:
+        The files removed.
+    """
+    removed = []
+    if not directory.is_dir():
+        return removed
+    now = time.time()
+    for path in directory.iterdir():
+        if not _PARTIAL_NAME.match(path.name) or not path.is_file():
+            continue
+        try:
+            if now - path.stat().st_mtime > max_idle_s:
+                path.unlink()
+                removed.append(path)
+                logger.info("Removed %s, left by a download that was killed.", path)
+        except FileNotFoundError:  # another process cleaned it first
+            continue
+    return removed
 
 
 def _found_hash(message: str, known: str) -> str | None:
