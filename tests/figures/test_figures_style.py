@@ -13,7 +13,7 @@ import pytest
 from matplotlib.figure import Figure
 
 from linearized_kedro import figures
-from linearized_kedro.figures.style import PAPER_RC, LogIndexAxis, index_ticks
+from linearized_kedro.figures.style import PAPER_RC, LogIndexAxis, index_ticks, log_value_axis
 
 _IMPORTS = """
 import sys
@@ -85,6 +85,33 @@ def test_index_ticks_are_readable_integers():
     # Counts cannot be drawn at zero on a log axis.
     with pytest.raises(ValueError, match="cannot be drawn on a log axis"):
         LogIndexAxis.for_values([0, 10], index=False)
+
+
+def _value_labels(ax) -> tuple[list[str], list[str]]:
+    ax.figure.canvas.draw()
+    lo, hi = ax.get_ylim()
+    major = [
+        t.get_text()
+        for t in ax.get_yticklabels()
+        if t.get_text() and lo <= t.get_position()[1] <= hi
+    ]
+    minor = [t.get_text() for t in ax.yaxis.get_minorticklabels() if t.get_text()]
+    return major, minor
+
+
+@pytest.mark.parametrize("values", [np.linspace(400, 100, 20), np.logspace(4, -3, 50)])
+def test_log_value_axis_labels_short_and_long_ranges_without_minor_labels(values):
+    ax = Figure().add_subplot()
+    ax.semilogy(values)
+    log_value_axis(ax.yaxis, values)
+    major, minor = _value_labels(ax)
+    assert len(major) >= 2 and minor == []
+    # Negative control: matplotlib's default log formatter labels the minor ticks of a short
+    # range beside the major ones (the clash the helper removes).
+    if values.max() / values.min() < 10:
+        default = Figure().add_subplot()
+        default.semilogy(values)
+        assert _value_labels(default)[1]
 
 
 def test_figure_has_data_sees_empty_panels():

@@ -145,7 +145,7 @@ def draw_alignment_panel(ax: Axes, run: AlignmentRun, split: str) -> None:
     target = float(axis.positions([run.target])[0])
     ax.axvline(target, color="black", ls=":", lw=1.0, label=f"target j={run.target}", gid="target")
     ax.set_yscale("log")
-    log_value_axis(ax.yaxis)
+    log_value_axis(ax.yaxis, [run.curves[f"{split}_init"], run.curves[f"{split}_end"]])
     axis.apply(ax)
     ax.set_xlabel("initial eigenvector index i (log scale)")
     ax.set_title(_panel_title(run, split))
@@ -173,6 +173,8 @@ def alignment_plot(alignment: Mapping[str, Any], *, title: str | None = None) ->
         for ax, split in zip(row, SPLITS, strict=True):
             draw_alignment_panel(ax, run, split)
         row[0].set_ylabel(YLABEL)
+        # The row shares one y axis: label it for both splits' values.
+        log_value_axis(row[0].yaxis, list(run.curves.values()))
     handles, labels = axes[0, 0].get_legend_handles_labels()
     fig.legend(handles[:2], labels[:2], loc="outside lower center", ncols=3)
     fig.suptitle(

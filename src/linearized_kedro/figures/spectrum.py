@@ -140,7 +140,7 @@ def draw_eigenvalues(ax: Axes, data: SpectrumData, *, ylabel: str = r"eigenvalue
         gid="eigenvalues",
     )
     ax.set_yscale("log")
-    log_value_axis(ax.yaxis)
+    log_value_axis(ax.yaxis, data.values)
     axis.apply(ax)
     ax.set_xlabel("index j (log scale)")
     ax.set_ylabel(f"{ylabel} (log scale)")
@@ -304,7 +304,7 @@ def draw_nad_spectrum(ax: Axes, values: np.ndarray, report: Mapping[str, Any]) -
         )
         ax.legend(loc="lower left")
     ax.set_yscale("log")
-    log_value_axis(ax.yaxis)
+    log_value_axis(ax.yaxis, values)
     ax.set_xlim(-0.5, values.size - 0.5)
     ax.set_xlabel("NAD index i")
     ax.set_ylabel(r"$\sigma_i^2$ (eigenvalue of $A^\top A$, log scale)")

@@ -210,10 +210,21 @@ class LogIndexAxis:
         }
 
 
-def log_value_axis(axis: Any) -> None:
-    """A log axis for values spanning decades: labelled powers of ten, unlabelled minors."""
-    axis.set_major_locator(ticker.LogLocator(base=10.0, numticks=8))
-    axis.set_major_formatter(ticker.LogFormatterSciNotation(labelOnlyBase=True))
+def log_value_axis(axis: Any, values: Any = None) -> None:
+    """A log axis for positive values, labelled by one formatter only (no minor labels).
+
+    Powers of ten when ``values`` span 1.5 decades or more (or are not given), else a
+    1-2-5 (under 0.8 decades 1-2-3-5) ladder, so a short range has labelled ticks too.
+    """
+    subs: tuple[float, ...] = (1.0,)
+    if values is not None:
+        positive = np.asarray(values, np.float64)
+        positive = positive[np.isfinite(positive) & (positive > 0)]
+        decades = np.log10(positive.max() / positive.min()) if positive.size else 2.0
+        if decades < 1.5:
+            subs = (1.0, 2.0, 5.0) if decades >= 0.8 else (1.0, 2.0, 3.0, 5.0)
+    axis.set_major_locator(ticker.LogLocator(base=10.0, subs=subs, numticks=8))
+    axis.set_major_formatter(ticker.LogFormatterSciNotation(labelOnlyBase=subs == (1.0,)))
     axis.set_minor_locator(ticker.LogLocator(base=10.0, subs=np.arange(2, 10), numticks=12))
     axis.set_minor_formatter(ticker.NullFormatter())
 
