@@ -29,7 +29,7 @@ PAGE_WIDTH = 6.75
 # Resolution of the PNG files (``savefig`` uses the figure's dpi by default).
 DPI = 200
 
-# Fonts a reader can read at print size; TrueType-friendly sizes for PDF.
+# Font sizes readable at print size (a column is 3.25 in wide), grid and lines to match.
 PAPER_RC: dict[str, Any] = {
     "font.size": 8.0,
     "axes.titlesize": 8.0,

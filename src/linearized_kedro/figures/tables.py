@@ -13,6 +13,8 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from .style import ordered_kinds
+
 # Columns an accuracy figure reads (a subset of ``experiments.results.COLUMNS``).
 ACCURACY_COLUMNS = (
     "task_axis",
@@ -163,8 +165,6 @@ def accuracy_data(
 ) -> AccuracyData:
     """The accuracies of ``table`` on ``task_axis``, split into ordinary, one-class and
     diverged tasks per kind (see :class:`AccuracyData`)."""
-    from .style import ordered_kinds
-
     rows = select_task_rows(table, task_axis, figure, experiment=experiment)
     x_all = rows["task_value"].to_numpy(np.float64)
     one_class = as_bool(rows["degenerate"])
