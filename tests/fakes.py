@@ -64,3 +64,61 @@ def cifar2_data(seed: int = 0, signal: float = 0.5):
     inputs = rng.normal(size=(n, 8, 8, 1)).astype(np.float32)
     inputs += np.where(labels <= 4, signal, -signal)[:, None, None, None].astype(np.float32)
     return inputs, labels.astype(np.int64)
+
+
+def results_table(experiment: str, task_axis: str, rows, *, dataset="digits", model="lenet"):
+    """A results-schema table from ``(task_value, kind, test_acc, train_acc[, diverged])``.
+
+    Labels are a fixed 60/40 split (majority baseline 0.6) unless the task value is 0,
+    which gets a one-class (degenerate) task, as the top NTK eigenvector does.
+    """
+    from linearized_kedro.experiments import results
+
+    settings = results.RunSettings(
+        experiment=experiment,
+        dataset=dataset,
+        model=model,
+        activation="relu",
+        task_axis=task_axis,
+        num_train=100,
+        num_test=50,
+        seed=42,
+        train={
+            "epochs": 3,
+            "batch_size": 32,
+            "optimizer": "sgd",
+            "lr_schedule": "linear",
+            "max_lr": 0.05,
+            "momentum": 0.9,
+        },
+        num_eigvecs=100 if task_axis == "eigen_index" else None,
+    )
+    out = []
+    for task_value, kind, test_acc, train_acc, *rest in rows:
+        diverged = bool(rest and rest[0])
+        ones = 0 if (task_axis == "eigen_index" and task_value == 0) else 1
+        y_train = np.where(np.arange(100) < 60, ones, 0)
+        y_test = np.where(np.arange(50) < 30, ones, 0)
+        final = {
+            "train_accuracy": train_acc,
+            "test_accuracy": test_acc,
+            "train_loss": 0.1,
+            "test_loss": 0.5,
+            "param_distance": 1.0,
+            "param_distance_relative": 0.1,
+            "param_distance_squared": 1.0,
+            "epochs_completed": 3,
+        }
+        out.append(
+            results.task_row(
+                settings,
+                kind=kind,
+                task_value=task_value,
+                labels_train=y_train,
+                labels_test=y_test,
+                final=final,
+                diverged=diverged,
+                eigenvalue=1000.0 / (1 + task_value) if task_axis != "num_train" else float("nan"),
+            )
+        )
+    return results.results_table(out)

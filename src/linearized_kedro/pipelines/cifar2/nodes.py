@@ -7,7 +7,6 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from linearized_kedro.core.plots import plot_accuracy_curves
 from linearized_kedro.experiments.cifar2 import Cifar2Config, cifar2_labels, train_cifar2
 
 
@@ -38,19 +37,3 @@ def train_size_sweep(
         dataset=data_report["dataset"],
     )
     return out.table, {"runs": out.histories, "settings": out.extras["report"]}
-
-
-def plot_cifar2_accuracy(cifar2_results: pd.DataFrame):
-    """Test (and train) accuracy vs training-set size, network vs linearisation (log x)."""
-    first = cifar2_results.iloc[0]
-    return plot_accuracy_curves(
-        cifar2_results,
-        "task_value",
-        xscale="log",
-        xlabel="training-set size",
-        baseline=float(first["majority_baseline_test"]),
-        title=(
-            f"CIFAR-2 split (first vs second half of the classes): {first['model']} on "
-            f"{first['dataset']}, {first['epochs']} epochs"
-        ),
-    )

@@ -2,7 +2,9 @@
 
 from kedro.pipeline import Node, Pipeline
 
-from .nodes import make_cifar2_labels, plot_cifar2_accuracy, train_size_sweep
+from linearized_kedro import figures
+
+from .nodes import make_cifar2_labels, train_size_sweep
 
 
 def create_pipeline(**kwargs) -> Pipeline:
@@ -29,10 +31,16 @@ def create_pipeline(**kwargs) -> Pipeline:
                 name="train_size_sweep",
             ),
             Node(
-                plot_cifar2_accuracy,
+                figures.cifar2_accuracy_plot,
                 "cifar2_results",
                 "cifar2_accuracy_plot",
                 name="plot_accuracy_vs_size",
+            ),
+            Node(
+                figures.cifar2_accuracy_plotly,
+                "cifar2_results",
+                "cifar2_accuracy_figure",
+                name="draw_accuracy_vs_size",
             ),
         ],
         namespace="cifar2",

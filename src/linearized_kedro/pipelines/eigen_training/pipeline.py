@@ -8,7 +8,9 @@ run does both, with one partition.
 
 from kedro.pipeline import Node, Pipeline
 
-from .nodes import merge_partitions, plot_accuracy_vs_index, plot_alignment, train_partition
+from linearized_kedro import figures
+
+from .nodes import merge_partitions, train_partition
 
 
 def create_pipeline(**kwargs) -> Pipeline:
@@ -53,17 +55,31 @@ def create_pipeline(**kwargs) -> Pipeline:
                 tags=["eigen_training_merge"],
             ),
             Node(
-                plot_accuracy_vs_index,
-                ["eigen_training_results", "ntk_report"],
+                figures.eigen_accuracy_plot,
+                "eigen_training_results",
                 "eigen_training_accuracy_plot",
                 name="plot_accuracy_vs_index",
                 tags=["eigen_training_merge"],
             ),
             Node(
-                plot_alignment,
+                figures.eigen_accuracy_plotly,
+                "eigen_training_results",
+                "eigen_training_accuracy_figure",
+                name="draw_accuracy_vs_index",
+                tags=["eigen_training_merge"],
+            ),
+            Node(
+                figures.alignment_plot,
                 "eigen_training_alignment",
                 "eigen_training_alignment_plot",
                 name="plot_kernel_alignment",
+                tags=["eigen_training_sweep"],
+            ),
+            Node(
+                figures.alignment_plotly,
+                "eigen_training_alignment",
+                "eigen_training_alignment_figure",
+                name="draw_kernel_alignment",
                 tags=["eigen_training_sweep"],
             ),
         ],

@@ -2,10 +2,11 @@
 
 from kedro.pipeline import Node, Pipeline
 
+from linearized_kedro import figures
+
 from .nodes import (
     compute_ntk_spectrum,
     init_network,
-    plot_spectrum,
     record_sample_index,
     release_gram_tiles,
 )
@@ -47,10 +48,16 @@ def create_pipeline(**kwargs) -> Pipeline:
                 name="release_gram_tiles",
             ),
             Node(
-                plot_spectrum,
+                figures.spectrum_plot,
                 ["ntk_eigenvalues", "ntk_report"],
                 "ntk_spectrum_plot",
                 name="plot_spectrum",
+            ),
+            Node(
+                figures.spectrum_plotly,
+                ["ntk_eigenvalues", "ntk_report"],
+                "ntk_spectrum_figure",
+                name="draw_spectrum",
             ),
         ],
         namespace="ntk_spectrum",

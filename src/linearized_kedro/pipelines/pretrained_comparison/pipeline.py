@@ -2,7 +2,9 @@
 
 from kedro.pipeline import Node, Pipeline
 
-from .nodes import compare_init_and_pretrained_kernels, plot_comparison
+from linearized_kedro import figures
+
+from .nodes import compare_init_and_pretrained_kernels
 
 
 def create_pipeline(**kwargs) -> Pipeline:
@@ -32,8 +34,8 @@ def create_pipeline(**kwargs) -> Pipeline:
                 name="compare_kernels",
             ),
             Node(
-                plot_comparison,
-                ["pretrained_comparison_results", "ntk_report"],
+                figures.comparison_plot,
+                "pretrained_comparison_results",
                 "pretrained_comparison_plot",
                 name="plot_comparison",
             ),

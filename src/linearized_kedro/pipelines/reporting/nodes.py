@@ -15,22 +15,13 @@ import logging
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
-import matplotlib
+import numpy as np
+import pandas as pd
+from scipy.stats import spearmanr
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-from scipy.stats import spearmanr  # noqa: E402
-
-from linearized_kedro.core.config import Config, from_mapping  # noqa: E402
-from linearized_kedro.experiments.data import DataConfig  # noqa: E402
-from linearized_kedro.core.plots import (  # noqa: E402
-    plot_accuracy_curves,
-    plot_eigenvalues,
-    plot_grouped_bars,
-    plot_missing,
-)
+from linearized_kedro import figures
+from linearized_kedro.core.config import Config, from_mapping
+from linearized_kedro.experiments.data import DataConfig
 
 logger = logging.getLogger(__name__)
 
@@ -82,7 +73,7 @@ EXPERIMENTS: tuple[Experiment, ...] = (
         "nads",
         "Neural anisotropy directions (NADs)",
         "nads",
-        ("nads_report", "nads_eigenvalues"),
+        ("nads_report", "nads_eigenvalues", "nads_images"),
         "NADs are the singular vectors of ∂²f/∂θ∂x; they look like structured, "
         "Fourier-like patterns (SPEC §2.1 item 3).",
         keyed_by_dataset=False,
@@ -323,75 +314,38 @@ def _section(
     return section
 
 
+# Summary-figure panels (figures.PANELS) of each experiment.
+_PANELS = {
+    "spectrum": ("spectrum",),
+    "eigen_training": ("eigen_accuracy", "alignment"),
+    "pretrained_comparison": ("comparison",),
+    "nads": ("nad_spectrum", "nad_images"),
+    "nad_training": ("nad_accuracy",),
+    "cifar2": ("cifar2_accuracy",),
+}
+
+
 def _summary_figure(sections: list[Section], results: dict[str, Any], title: str):
-    fig, axes = plt.subplots(2, 3, figsize=(17, 9.5))
-    by_key = {s.experiment.key: s for s in sections}
-    panels = dict(zip([e.key for e in EXPERIMENTS], axes.ravel(), strict=True))
-    for key, ax in panels.items():
-        section = by_key[key]
-        if not section.found:
-            plot_missing(f"not run yet:\n{section.command}", title=section.experiment.title, ax=ax)
-            continue
-        if key == "spectrum":
-            values = results.get("ntk_eigenvalues")
-            if values is None:
-                values = (results.get("ntk_report") or {}).get("eigenvalues", [])
-            plot_eigenvalues(values, title="NTK spectrum at θ0", ax=ax)
-        elif key == "nads":
-            values = results.get("nads_eigenvalues")
-            if values is None:
-                plot_missing("nads_eigenvalues missing", title="NAD spectrum", ax=ax)
-            else:
-                plot_eigenvalues(
-                    values, title="NAD spectrum (σ² of ∂²f/∂θ∂x)", ylabel="σ_j²", ax=ax
-                )
-        elif key == "pretrained_comparison":
-            table = results[section.experiment.artifacts[0]]
-            kind_column = "kind"
-            group = _first_column(table, ("task_value", "label_idx", "index")) or table.columns[0]
-            plot_grouped_bars(
-                table,
-                group,
-                kind_column=kind_column,
-                title="Test accuracy: NN vs kernel at θ0 vs at θ_end",
-                ax=ax,
-            )
-        else:
-            table = results[section.experiment.artifacts[0]]
-            kind_column = "kind"
-            if key == "cifar2":
-                plot_accuracy_curves(
-                    table,
-                    "task_value",
-                    kind_column=kind_column,
-                    xlabel="training-set size",
-                    baseline=_first_column(table, ("majority_baseline_test",)),
-                    title="CIFAR-2: accuracy vs training-set size",
-                    ax=ax,
-                )
-            else:
-                index = (
-                    _first_column(table, ("task_value", "label_idx", "nad_idx", "index"))
-                    or "label_idx"
-                )
-                plot_accuracy_curves(
-                    table,
-                    index,
-                    kind_column=kind_column,
-                    x_offset=1 if key == "eigen_training" else 0,
-                    xscale="log" if key == "eigen_training" else "symlog",
-                    xlabel="eigenfunction index j + 1" if key == "eigen_training" else "NAD index",
-                    baseline=_first_column(table, ("majority_baseline_test",))
-                    or (0.5 if key == "nad_training" else None),
-                    title=(
-                        "Eigenfunction benchmark" if key == "eigen_training" else "Training on NADs"
-                    )
-                    + ": accuracy by task index",
-                    ax=ax,
-                )
-    fig.suptitle(title)
-    fig.tight_layout()
-    return fig
+    missing = {
+        panel: f"not run yet:\n{s.command}"
+        for s in sections
+        if not s.found
+        for panel in _PANELS[s.experiment.key]
+    }
+    return figures.summary_plot(
+        ntk_eigenvalues=results.get("ntk_eigenvalues"),
+        ntk_report=results.get("ntk_report"),
+        eigen_results=results.get("eigen_training_results"),
+        alignment=results.get("eigen_training_alignment"),
+        comparison_results=results.get("pretrained_comparison_results"),
+        nad_eigenvalues=results.get("nads_eigenvalues"),
+        nads_report=results.get("nads_report"),
+        nad_images=results.get("nads_images"),
+        nad_results=results.get("nad_training_results"),
+        cifar2_results=results.get("cifar2_results"),
+        missing=missing,
+        title=title,
+    )
 
 
 def _render_markdown(sections: list[Section], header: list[str]) -> str:
