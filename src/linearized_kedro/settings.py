@@ -9,12 +9,21 @@ from linearized_kedro.hooks import (
     UpstreamArtifactsHook,
 )
 from linearized_kedro.hooks.config import model_preset
+from linearized_kedro.hooks.validation import ParameterValidationHook
 
 # JAX is multithreaded: a process forked after JAX initialised can hang. Kedro's
 # ParallelRunner reads this variable to choose how it starts its workers.
 os.environ.setdefault("KEDRO_MP_CONTEXT", "spawn")
 
-HOOKS = (JaxRuntimeHook(), RunMetadataHook(), UpstreamArtifactsHook(), CloseFiguresHook())
+# Checks run before the first node (validation, then upstream artifacts): a bad command
+# writes nothing.
+HOOKS = (
+    JaxRuntimeHook(),
+    RunMetadataHook(),
+    UpstreamArtifactsHook(),
+    ParameterValidationHook(),
+    CloseFiguresHook(),
+)
 
 CONFIG_LOADER_ARGS = {
     "base_env": "base",

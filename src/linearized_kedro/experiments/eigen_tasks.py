@@ -189,7 +189,7 @@ def train_eigen_tasks(
     )
     out = results.TaskResults(table=None)
     rows = []
-    alignment_runs: dict[str, Any] = {}
+    networks: dict[int, Any] = {}
     for kind in config.kinds:
         logger.info(
             "Training %s on eigenfunctions %s (%d epochs)", kind, indices, config.train.epochs
@@ -229,16 +229,32 @@ def train_eigen_tasks(
                 np.asarray, {"params": result.params, **(result.state or {})}
             )
             out.params[name] = variables
-            if kind == "network" and config.alignment:
-                alignment_runs[str(j)] = _alignment(
-                    module, variables0, variables, x, eigenvectors, j, num_train
-                )
+            if kind == "network":
+                networks[j] = variables
     out.table = results.results_table(rows)
-    out.extras["alignment"] = {
-        "eigenvalues": np.asarray(eigenvalues, np.float64).tolist(),
-        "runs": alignment_runs,
-        "settings": {"train": settings.train, "indices": list(indices)},
-    }
+    # The end kernel of every trained network against the kernel at θ0 (SPEC §3.2 step 5).
+    if not (config.alignment and networks):
+        out.extras["alignment"] = {
+            "eigenvalues": np.asarray(eigenvalues, np.float64).tolist(),
+            "runs": {},
+            "settings": {"train": settings.train, "seed": seed, "indices": []},
+        }
+        return _warn_degenerate(out)
+    out.extras["alignment"] = alignment_core.kernel_rotation(
+        module,
+        variables0,
+        networks,
+        x,
+        np.asarray(eigenvectors),
+        np.arange(num_train),
+        np.arange(num_train, x.shape[0]),
+        eigenvalues=eigenvalues,
+        settings={"train": settings.train, "seed": seed},
+    )
+    return _warn_degenerate(out)
+
+
+def _warn_degenerate(out: results.TaskResults) -> results.TaskResults:
     degenerate = sorted(set(out.table.loc[out.table["degenerate"], "task_value"]))
     if degenerate:
         logger.warning(
@@ -246,13 +262,6 @@ def train_eigen_tasks(
             degenerate,
         )
     return out
-
-
-def _alignment(module, variables0, variables, x, eigenvectors, j, num_train) -> dict[str, Any]:
-    n = x.shape[0]
-    split = (np.arange(num_train), np.arange(num_train, n))
-    end = alignment_core.kernel_alignment(module, variables, x, np.asarray(eigenvectors), *split)
-    return {key: np.asarray(value).tolist() for key, value in end.items()}
 
 
 def merge_partition_tables(partitions: Mapping[str, Any], config: EigenTasksConfig) -> pd.DataFrame:
