@@ -1,6 +1,7 @@
 """Project settings (https://docs.kedro.org/en/stable/configure/configuration_basics/)."""
 
 import os
+import warnings
 
 from linearized_kedro.hooks import (
     CloseFiguresHook,
@@ -10,6 +11,12 @@ from linearized_kedro.hooks import (
 )
 from linearized_kedro.hooks.config import model_preset
 from linearized_kedro.hooks.validation import ParameterValidationHook
+
+# Known deprecation notices of third-party code we cannot change (Kedro's own calls into
+# OmegaConf): three per run, with no action for a user to take.
+warnings.filterwarnings(
+    "ignore", message=r"register_new_resolver\(\) is deprecated", category=UserWarning
+)
 
 # JAX is multithreaded: a process forked after JAX initialised can hang. Kedro's
 # ParallelRunner reads this variable to choose how it starts its workers.
