@@ -127,7 +127,7 @@ def test_summary_covers_every_experiment(project):
     assert "**Not run yet.**" not in summary
     assert "data:image/png;base64," in latest(report / "summary.html").read_text()
     assert latest(report / "cifar2_accuracy.png").stat().st_size > 10_000
-    figure = json.loads(latest(report / "ntk_spectrum_figure.json").read_text())
+    figure = json.loads(latest(report / "ntk_spectrum.json").read_text())
     assert figure["data"], "the Plotly spectrum has no traces"
 
 

@@ -2,22 +2,24 @@
 
 from kedro.pipeline import Node, Pipeline
 
-from .nodes import compute_nads, init_nad_network, plot_nad_spectrum, plot_nads
+from linearized_kedro import figures
+
+from .nodes import compute, plot_nads
 
 
 def create_pipeline(**kwargs) -> Pipeline:
     return Pipeline(
         [
             Node(
-                init_nad_network,
+                compute,
                 ["params:model_config", "params:nads", "params:seed"],
-                "nads_init_params",
-                name="init_network",
-            ),
-            Node(
-                compute_nads,
-                ["nads_init_params", "params:model_config", "params:nads", "params:seed"],
-                ["nads_directions", "nads_images", "nads_eigenvalues", "nads_report"],
+                [
+                    "nads_init_params",
+                    "nads_directions",
+                    "nads_images",
+                    "nads_eigenvalues",
+                    "nads_report",
+                ],
                 name="compute_nads",
             ),
             Node(
@@ -27,7 +29,7 @@ def create_pipeline(**kwargs) -> Pipeline:
                 name="plot_nads",
             ),
             Node(
-                plot_nad_spectrum,
+                figures.nad_spectrum_plot,
                 ["nads_eigenvalues", "nads_report"],
                 "nads_spectrum_plot",
                 name="plot_spectrum",
