@@ -1,6 +1,7 @@
 """Project settings (https://docs.kedro.org/en/stable/configure/configuration_basics/)."""
 
 import os
+import warnings
 
 from linearized_kedro.hooks import (
     CloseFiguresHook,
@@ -8,16 +9,35 @@ from linearized_kedro.hooks import (
     RunMetadataHook,
     UpstreamArtifactsHook,
 )
+from linearized_kedro.hooks.config import model_preset
+from linearized_kedro.hooks.validation import ParameterValidationHook
+
+# Known deprecation notices of third-party code we cannot change (Kedro's own calls into
+# OmegaConf): three per run, with no action for a user to take.
+warnings.filterwarnings(
+    "ignore", message=r"register_new_resolver\(\) is deprecated", category=UserWarning
+)
 
 # JAX is multithreaded: a process forked after JAX initialised can hang. Kedro's
 # ParallelRunner reads this variable to choose how it starts its workers.
 os.environ.setdefault("KEDRO_MP_CONTEXT", "spawn")
 
-HOOKS = (JaxRuntimeHook(), RunMetadataHook(), UpstreamArtifactsHook(), CloseFiguresHook())
+# Checks run before the first node (validation, then upstream artifacts): a bad command
+# writes nothing.
+HOOKS = (
+    JaxRuntimeHook(),
+    RunMetadataHook(),
+    UpstreamArtifactsHook(),
+    ParameterValidationHook(),
+    CloseFiguresHook(),
+)
 
 CONFIG_LOADER_ARGS = {
     "base_env": "base",
     "default_run_env": "local",
     # `conf/<env>` overrides single keys (e.g. `ntk.num_eigvecs`) instead of whole blocks.
     "merge_strategy": {"parameters": "soft", "globals": "soft"},
+    # `model_config: ${model_preset:${model}}` in parameters.yml (an unknown model is an
+    # error listing the presets).
+    "custom_resolvers": {"model_preset": model_preset},
 }
