@@ -4,13 +4,12 @@ import os
 import warnings
 
 from linearized_kedro.hooks import (
-    CloseFiguresHook,
     JaxRuntimeHook,
+    ParameterValidationHook,
     RunMetadataHook,
     UpstreamArtifactsHook,
 )
 from linearized_kedro.hooks.config import model_preset
-from linearized_kedro.hooks.validation import ParameterValidationHook
 
 # Known deprecation notices of third-party code we cannot change (Kedro's own calls into
 # OmegaConf): three per run, with no action for a user to take.
@@ -23,13 +22,12 @@ warnings.filterwarnings(
 os.environ.setdefault("KEDRO_MP_CONTEXT", "spawn")
 
 # Checks run before the first node (validation, then upstream artifacts): a bad command
-# writes nothing.
+# writes nothing. Figures need no hook: they are built without pyplot (no global state).
 HOOKS = (
     JaxRuntimeHook(),
     RunMetadataHook(),
     UpstreamArtifactsHook(),
     ParameterValidationHook(),
-    CloseFiguresHook(),
 )
 
 CONFIG_LOADER_ARGS = {
