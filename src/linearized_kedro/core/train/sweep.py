@@ -20,6 +20,7 @@ for LeNet); a loop of compiled steps uses XLA's own (``benchmarks/README.md``, t
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -274,17 +275,7 @@ def _group_inputs(sweep: _Sweep, tasks: np.ndarray, vmapped: bool, shared_order:
         g = len(tasks)
         state = jax.tree_util.tree_map(lambda a: jnp.broadcast_to(a, (g, *jnp.shape(a))), state)
         alive = jnp.ones(g, bool)
-        program = EpochProgram(
-            program.module,
-            program.kind,
-            program.cfg,
-            program.n_train,
-            program.n_test,
-            program.epoch_mode,
-            vmapped=True,
-            shared_inputs=program.shared_inputs,
-            shared_order=shared_order,
-        )
+        program = dataclasses.replace(program, vmapped=True, shared_order=shared_order)
         if mesh is not None:
             # The task axis is split over the devices; what all tasks share is replicated.
             per_task = (state, alive, data.train_y, data.test_yb)
