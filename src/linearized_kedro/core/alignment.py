@@ -34,7 +34,9 @@ zero-padded with zero cotangents) and only ``chunk`` eigenvectors' accumulators
 from __future__ import annotations
 
 import functools
+import logging
 import math
+import sys
 from collections.abc import Mapping
 from typing import Any
 
@@ -42,9 +44,12 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
+from tqdm.auto import tqdm
 
 from .layers import with_conv_autodiff
 from .models import count_params, scalar_apply, split_variables
+
+logger = logging.getLogger(__name__)
 
 DEFAULT_MEMORY_BYTES = 256 * 2**20
 
@@ -345,6 +350,7 @@ def kernel_rotation(
     eigenvalues: np.ndarray,
     radius: int = DEFAULT_RADIUS,
     settings: Mapping[str, Any] | None = None,
+    progress: bool = False,
     **kwargs: Any,
 ) -> dict[str, Any]:
     """The alignment artifact of an eigenfunction sweep: every trained network against θ0.
@@ -362,6 +368,7 @@ def kernel_rotation(
         eigenvalues: (k,) initial eigenvalues (stored for the figures).
         radius: neighbours on each side in the concentration ratio.
         settings: the caller's settings (training, seed, ...), stored beside ours.
+        progress: a bar over the kernels on a terminal (one INFO line per kernel always).
         **kwargs: ``chunk``, ``batch_size``, ``memory_bytes`` of :func:`kernel_alignment`.
 
     Returns:
@@ -378,11 +385,32 @@ def kernel_rotation(
     targets = sorted(int(j) for j in trained)
     for j in targets:
         neighbours(j, k, radius)  # index and radius checks before any kernel work
+    kernels = tqdm(
+        total=len(targets) + 1,
+        desc="kernel alignment",
+        unit="kernel",
+        disable=not progress or not sys.stderr.isatty(),
+    )
     init = split_quotients(module, variables0, x, eigvecs, train_idx, test_idx, **kwargs)
+    kernels.update()
+    logger.info(
+        "Kernel alignment: Θ_0 on %d + %d samples done.", np.size(train_idx), np.size(test_idx)
+    )
     runs = {}
     for j in targets:
         end = split_quotients(module, trained[j], x, eigvecs, train_idx, test_idx, **kwargs)
         runs[str(j)] = rotation_run(init, end, j, radius)
+        kernels.update()
+        ratio = runs[str(j)]["concentration"]
+        logger.info(
+            "Kernel alignment j=%d: concentration train %.2f → %.2f, test %.2f → %.2f (θ0 → end).",
+            j,
+            ratio["train_init"],
+            ratio["train_end"],
+            ratio["test_init"],
+            ratio["test_end"],
+        )
+    kernels.close()
     return {
         "eigenvalues": eigenvalues.tolist(),
         "runs": runs,
