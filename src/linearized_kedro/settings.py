@@ -5,7 +5,8 @@ import os
 from linearized_kedro.hooks import (
     CloseFiguresHook,
     JaxRuntimeHook,
-    RunMetadataHook,
+    ProvenanceHook,
+    RunsHook,
     UpstreamArtifactsHook,
 )
 
@@ -13,7 +14,15 @@ from linearized_kedro.hooks import (
 # ParallelRunner reads this variable to choose how it starts its workers.
 os.environ.setdefault("KEDRO_MP_CONTEXT", "spawn")
 
-HOOKS = (JaxRuntimeHook(), RunMetadataHook(), UpstreamArtifactsHook(), CloseFiguresHook())
+# RunsHook claims the run's id and pins its inputs before any other hook looks at the
+# catalog (`tryfirst`); see hooks/runs.py.
+HOOKS = (
+    JaxRuntimeHook(),
+    RunsHook(),
+    ProvenanceHook(),
+    UpstreamArtifactsHook(),
+    CloseFiguresHook(),
+)
 
 CONFIG_LOADER_ARGS = {
     "base_env": "base",

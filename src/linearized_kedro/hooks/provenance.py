@@ -1,44 +1,101 @@
-"""Provenance: the run's settings handed to the datasets that write sidecars."""
+"""Provenance: every sidecar records which run, node, settings and inputs produced the artifact.
+
+The first wave handed the settings to the datasets through a module global set in
+``before_pipeline_run``: under ``--runner ParallelRunner`` nodes run in worker
+processes that never saw it, and every sidecar recorded ``None``. Here everything
+travels with the catalog, which Kedro hands to the node hooks in whichever process
+runs the node: ``before_node_run`` notes the node's catalog, and
+``before_dataset_saved`` gives the dataset about to be saved its provenance record
+(:meth:`~linearized_kedro.datasets.base.ArtifactDataset.set_provenance`), which the
+dataset writes into the sidecar together with the artifact's checksum — one file,
+written before the artifact is published.
+
+The record: the run id (the artifact's version) and Kedro session id, the dataset and
+node names, the node's pipeline, the versions of the node's versioned inputs (its
+lineage), the ``params:`` it read, the run's settings (model, model config, dataset,
+seed, NAD and runtime settings), the environment, the requested pipelines and
+``--params``/``--load-versions``, library versions and git commit.
+"""
 
 from __future__ import annotations
 
 import logging
+import threading
 from typing import Any
 
 from kedro.framework.hooks import hook_impl
 
+from linearized_kedro.hooks.runs import run_plan
+
 logger = logging.getLogger(__name__)
 
+_PLAN_KEYS = (
+    "run_id",
+    "session_id",
+    "env",
+    "pipeline_names",
+    "runtime_params",
+    "load_versions",
+    "git_commit",
+    "library_versions",
+)
 
-class RunMetadataHook:
-    """Hands the run's settings to the project's datasets, which write them beside artifacts."""
+
+def provenance_record(plan: dict[str, Any] | None, node, catalog, dataset_name: str) -> dict:
+    """The provenance of ``dataset_name`` as saved by ``node`` in the run of ``plan``."""
+    plan = plan or {}
+    inputs: dict[str, str | None] = {}
+    params: dict[str, Any] = {}
+    for name in node.inputs:
+        if name.startswith("params:"):
+            try:
+                params[name[len("params:") :]] = catalog.get(name).load()
+            except Exception:  # a parameter that cannot be read is not worth failing a save
+                params[name[len("params:") :]] = None
+            continue
+        dataset = catalog.get(name)
+        if hasattr(dataset, "resolve_load_version") and getattr(dataset, "_version", None):
+            try:
+                inputs[name] = dataset.resolve_load_version()
+            except Exception:
+                inputs[name] = None
+    return {
+        **(plan.get("settings") or {}),
+        **{key: plan.get(key) for key in _PLAN_KEYS if key in plan},
+        "dataset_name": dataset_name,
+        "node": node.name,
+        "namespace": node.namespace,
+        "pipeline": (plan.get("node_home") or {}).get(node.name),
+        "inputs": inputs,
+        "params": params,
+    }
+
+
+class ProvenanceHook:
+    """Hands each project dataset its provenance just before the catalog saves it."""
 
     def __init__(self) -> None:
-        self._params: dict[str, Any] = {}
+        self._catalogs: dict[str, Any] = {}
+        self._lock = threading.Lock()  # ThreadRunner runs nodes concurrently
 
     @hook_impl
-    def after_context_created(self, context) -> None:
-        # Raw (merged with --params) values: `context.params` would hold typed objects.
-        self._params = dict(context.config_loader["parameters"])
+    def before_node_run(self, node, catalog, inputs, is_async, run_id) -> None:
+        # Kept per node name until the next run of that name: the node's outputs are
+        # saved after `after_node_run`, so there is no later point to drop it.
+        with self._lock:
+            self._catalogs[node.name] = catalog
 
     @hook_impl
-    def before_pipeline_run(self, run_params: dict[str, Any], pipeline, catalog) -> None:
-        from linearized_kedro.datasets.metadata import set_run_metadata
+    def before_dataset_saved(self, dataset_name: str, data: Any, node) -> None:
+        with self._lock:
+            catalog = self._catalogs.get(node.name)
+        if catalog is None:
+            return
+        dataset = catalog.get(dataset_name)
+        if not hasattr(dataset, "set_provenance"):
+            return
+        dataset.set_provenance(provenance_record(run_plan(catalog), node, catalog, dataset_name))
 
-        params = self._params
-        data = params.get("data") or {}
-        set_run_metadata(
-            {
-                "model": params.get("model"),
-                "model_config": params.get("model_config"),
-                "dataset": data.get("dataset"),
-                "seed": params.get("seed"),
-                # NAD artifacts use the preset with `nads.activation` on synthetic inputs.
-                "nads": params.get("nads"),
-                "runtime": params.get("runtime"),
-                "env": run_params.get("env"),
-                "pipeline_names": run_params.get("pipeline_names"),
-                "runtime_params": run_params.get("runtime_params"),
-                "session_id": run_params.get("session_id"),
-            }
-        )
+
+# The first wave's name (settings.py registers it).
+RunMetadataHook = ProvenanceHook
