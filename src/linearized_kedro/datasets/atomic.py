@@ -126,8 +126,21 @@ def temporary_sibling(path: str) -> str:
 
 
 def make_dirs(path: str) -> None:
-    """Creates ``path`` and its parents, group-readable."""
-    os.makedirs(path, mode=dir_mode(), exist_ok=True)
+    """Creates ``path`` and its missing parents, group-readable (whatever the umask)."""
+    if os.path.isdir(path):
+        return
+    missing = []
+    head = os.path.abspath(path)
+    while not os.path.isdir(head):
+        missing.append(head)
+        head = os.path.dirname(head)
+    mode = dir_mode()
+    for folder in reversed(missing):
+        try:
+            os.mkdir(folder)
+        except FileExistsError:  # created meanwhile by a concurrent run
+            continue
+        os.chmod(folder, mode)  # mkdir's mode is filtered by the umask
 
 
 def stage(

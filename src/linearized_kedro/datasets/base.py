@@ -17,7 +17,7 @@ metadata``):
   link to it (local filesystems): a new version for provenance, no second copy.
 - **Run binding**: ``hooks.RunsHook`` gives the dataset its run's unique save
   version and pins its load version for the run (:meth:`bind_run`);
-  ``hooks.ProvenanceHook`` hands it the provenance of the next save
+  ``hooks.ProvenanceHook`` hands it the provenance of its save
   (:meth:`set_provenance`). A dataset saved outside a run commits each save itself.
 """
 
@@ -147,7 +147,11 @@ class ArtifactDataset(AbstractVersionedDataset):
         self._clear_version_cache()
 
     def set_provenance(self, provenance: dict[str, Any] | None) -> None:
-        """The provenance record written into the sidecar of the next save."""
+        """The provenance record written into the sidecars of this dataset's saves.
+
+        Set by ``hooks.ProvenanceHook`` in the main process before the run; it travels
+        with the dataset to the process that saves it (``ParallelRunner`` workers too).
+        """
         self._provenance = dict(provenance) if provenance else None
 
     @property
@@ -309,8 +313,6 @@ class ArtifactDataset(AbstractVersionedDataset):
             if versioned and not self._fs.exists(path):
                 remove_quietly(self._fs, sidecar_path(path))
             raise
-        finally:
-            self._provenance = None
         if versioned and self._run_id is None:
             # Saved outside a Kedro run: this save is a unit of its own.
             write_commit(self._fs, path, {"run_id": None, "standalone": True})

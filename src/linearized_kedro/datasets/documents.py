@@ -40,7 +40,7 @@ class JSONDataset(ArtifactDataset):
 
     def _write(self, out, data: Any) -> dict[str, Any]:
         try:
-            text = json.dumps(json_ready(data), **self._save_args)
+            text = json.dumps(json_ready(data, strict=True), **self._save_args)
         except (TypeError, ValueError) as exc:
             raise DatasetError(f"Cannot save {self._filepath} as JSON: {exc}") from exc
         out.write(text.encode("utf-8"))

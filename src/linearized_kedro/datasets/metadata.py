@@ -217,9 +217,23 @@ def read_commit(fs: fsspec.AbstractFileSystem, path: str) -> dict[str, Any] | No
         return None
 
 
-def json_ready(value: Any) -> Any:
-    """``value`` with NumPy scalars/arrays, tuples, sets, paths and objects made JSON types."""
-    return json.loads(json.dumps(value, default=_json_default))
+def json_ready(value: Any, *, strict: bool = False) -> Any:
+    """``value`` with NumPy scalars/arrays, tuples, sets, paths and dataclasses made JSON types.
+
+    Args:
+        value: Any nesting of dicts, lists and the types above.
+        strict: Refuse other objects (``TypeError``) instead of storing their ``str``
+            (provenance records are lenient; stored data is not).
+    """
+    return json.loads(json.dumps(value, default=_strict_default if strict else _json_default))
+
+
+def _strict_default(value: Any) -> Any:
+    if isinstance(value, (np.generic, np.ndarray, set, frozenset, tuple, Path)) or hasattr(
+        value, "__dataclass_fields__"
+    ):
+        return _json_default(value)
+    raise TypeError(f"Object of type {type(value).__name__} is not JSON serializable")
 
 
 def _json_default(value: Any) -> Any:

@@ -67,7 +67,8 @@ def claim_run_id(registry: Path, proposed: str, attempts: int = 100_000) -> str:
     version = proposed
     for _ in range(attempts):
         try:
-            os.mkdir(registry / version, atomic.dir_mode())
+            os.mkdir(registry / version)
+            os.chmod(registry / version, atomic.dir_mode())
             return version
         except FileExistsError:
             version = next_version(version)

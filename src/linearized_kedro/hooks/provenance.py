@@ -2,25 +2,27 @@
 
 The first wave handed the settings to the datasets through a module global set in
 ``before_pipeline_run``: under ``--runner ParallelRunner`` nodes run in worker
-processes that never saw it, and every sidecar recorded ``None``. Here everything
-travels with the catalog, which Kedro hands to the node hooks in whichever process
-runs the node: ``before_node_run`` notes the node's catalog, and
-``before_dataset_saved`` gives the dataset about to be saved its provenance record
-(:meth:`~linearized_kedro.datasets.base.ArtifactDataset.set_provenance`), which the
-dataset writes into the sidecar together with the artifact's checksum — one file,
-written before the artifact is published.
+processes that never saw it, and every sidecar recorded ``None``. (Kedro does not
+even run project hooks in spawned workers on Linux: it bootstraps a worker only when
+the *default* start method is ``spawn``.) So the whole record is computed in
+``before_pipeline_run``, in the main process, where everything is known: the run
+(:class:`~linearized_kedro.hooks.runs.RunsHook` ran first and pinned the inputs), the
+node that saves each artifact, that node's inputs and their versions, and the
+parameters. Each project dataset keeps its record
+(:meth:`~linearized_kedro.datasets.base.ArtifactDataset.set_provenance`) and travels
+with the catalog to whichever process saves it, where it is written into the sidecar
+together with the artifact's checksum, before the artifact is published.
 
 The record: the run id (the artifact's version) and Kedro session id, the dataset and
 node names, the node's pipeline, the versions of the node's versioned inputs (its
 lineage), the ``params:`` it read, the run's settings (model, model config, dataset,
-seed, NAD and runtime settings), the environment, the requested pipelines and
-``--params``/``--load-versions``, library versions and git commit.
+seed, NAD and runtime settings), the environment, the requested pipelines,
+``--params`` and ``--load-versions``, library versions and git commit.
 """
 
 from __future__ import annotations
 
 import logging
-import threading
 from typing import Any
 
 from kedro.framework.hooks import hook_impl
@@ -41,8 +43,23 @@ _PLAN_KEYS = (
 )
 
 
-def provenance_record(plan: dict[str, Any] | None, node, catalog, dataset_name: str) -> dict:
-    """The provenance of ``dataset_name`` as saved by ``node`` in the run of ``plan``."""
+def provenance_record(
+    plan: dict[str, Any] | None,
+    node,
+    catalog,
+    dataset_name: str,
+    produced_in_run: frozenset[str] | set[str] = frozenset(),
+) -> dict[str, Any]:
+    """The provenance of ``dataset_name`` as ``node`` will save it in the run of ``plan``.
+
+    Args:
+        plan: The run plan of :class:`~linearized_kedro.hooks.runs.RunsHook` (``None``
+            outside such a run).
+        node: The node that outputs ``dataset_name``.
+        catalog: The run's catalog (parameters; input datasets and their versions).
+        dataset_name: The artifact's catalog name.
+        produced_in_run: Datasets this run produces (their version is the run id).
+    """
     plan = plan or {}
     inputs: dict[str, str | None] = {}
     params: dict[str, Any] = {}
@@ -50,15 +67,19 @@ def provenance_record(plan: dict[str, Any] | None, node, catalog, dataset_name: 
         if name.startswith("params:"):
             try:
                 params[name[len("params:") :]] = catalog.get(name).load()
-            except Exception:  # a parameter that cannot be read is not worth failing a save
+            except Exception:  # a parameter that cannot be read is not worth failing a run
                 params[name[len("params:") :]] = None
             continue
         dataset = catalog.get(name)
-        if hasattr(dataset, "resolve_load_version") and getattr(dataset, "_version", None):
-            try:
-                inputs[name] = dataset.resolve_load_version()
-            except Exception:
-                inputs[name] = None
+        if getattr(dataset, "_version", None) is None:
+            continue  # unversioned (raw files, memory, tiles)
+        if name in produced_in_run:
+            inputs[name] = plan.get("run_id")
+            continue
+        try:
+            inputs[name] = dataset.resolve_load_version()
+        except Exception:  # missing upstream: the run will fail with a clearer message
+            inputs[name] = None
     return {
         **(plan.get("settings") or {}),
         **{key: plan.get(key) for key in _PLAN_KEYS if key in plan},
@@ -72,30 +93,26 @@ def provenance_record(plan: dict[str, Any] | None, node, catalog, dataset_name: 
 
 
 class ProvenanceHook:
-    """Hands each project dataset its provenance just before the catalog saves it."""
-
-    def __init__(self) -> None:
-        self._catalogs: dict[str, Any] = {}
-        self._lock = threading.Lock()  # ThreadRunner runs nodes concurrently
+    """Gives every project dataset of the run its provenance record before the first node."""
 
     @hook_impl
-    def before_node_run(self, node, catalog, inputs, is_async, run_id) -> None:
-        # Kept per node name until the next run of that name: the node's outputs are
-        # saved after `after_node_run`, so there is no later point to drop it.
-        with self._lock:
-            self._catalogs[node.name] = catalog
+    def before_pipeline_run(self, run_params: dict[str, Any], pipeline, catalog) -> None:
+        plan = run_plan(catalog)
+        if plan is None:  # no RunsHook: still record what the run knows
+            plan = {
+                "session_id": run_params.get("run_id"),
+                "env": run_params.get("env"),
+                "pipeline_names": run_params.get("pipeline_names"),
+                "runtime_params": run_params.get("runtime_params"),
+                "load_versions": run_params.get("load_versions"),
+            }
+        produced = set(pipeline.all_outputs())
+        for node in pipeline.nodes:
+            for output in node.outputs:
+                dataset = catalog.get(output)
+                if hasattr(dataset, "set_provenance"):
+                    dataset.set_provenance(provenance_record(plan, node, catalog, output, produced))
 
-    @hook_impl
-    def before_dataset_saved(self, dataset_name: str, data: Any, node) -> None:
-        with self._lock:
-            catalog = self._catalogs.get(node.name)
-        if catalog is None:
-            return
-        dataset = catalog.get(dataset_name)
-        if not hasattr(dataset, "set_provenance"):
-            return
-        dataset.set_provenance(provenance_record(run_plan(catalog), node, catalog, dataset_name))
 
-
-# The first wave's name (settings.py registers it).
+# The first wave's name (settings.py registered it).
 RunMetadataHook = ProvenanceHook
