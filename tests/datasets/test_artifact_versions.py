@@ -15,15 +15,15 @@ from linearized_kedro.datasets.metadata import is_committed, read_sidecar
 V1, V2, V3 = "2026-01-01T00.00.00.000Z", "2026-01-02T00.00.00.000Z", "2026-01-03T00.00.00.000Z"
 
 
-def _bound(path, run_id, load=None, cls=NumpyDataset):
+def _bound(path, run_id, load=None, cls=NumpyDataset, **kw):
     """A dataset bound to run ``run_id`` as RunsHook binds it (saves are not self-committed)."""
-    dataset = cls(filepath=str(path), version=Version(load, None))
+    dataset = cls(filepath=str(path), version=Version(load, None), **kw)
     dataset.bind_run(run_id)
     return dataset
 
 
-def _committed_run(path, run_id, value):
-    dataset = _bound(path, run_id)
+def _committed_run(path, run_id, value, **kw):
+    dataset = _bound(path, run_id, **kw)
     dataset.save(value)
     assert dataset.commit(run_id, {"run_id": run_id})
     return dataset
@@ -51,6 +51,10 @@ def test_a_run_sees_its_own_uncommitted_version(tmp_path):
     np.testing.assert_array_equal(own.load(), np.zeros(2))
     other = _bound(path, V3)
     np.testing.assert_array_equal(other.load(), np.ones(2))
+    # A run's own version wins over a newer one another run committed meanwhile.
+    _committed_run(path, V3, np.full(2, 5.0))
+    own._release()
+    np.testing.assert_array_equal(own.load(), np.zeros(2))
 
 
 def test_only_incomplete_versions_is_a_clear_error(tmp_path):
@@ -141,24 +145,40 @@ def test_verification_is_cached_per_file_state(tmp_path, monkeypatch):
 def test_identical_bytes_are_stored_once_as_a_hard_link(tmp_path):
     path = tmp_path / "prepared_inputs.npy"
     array = np.arange(1000, dtype=np.float32)
-    _committed_run(path, V1, array)
-    _committed_run(path, V2, array)
+    _committed_run(path, V1, array, deduplicate=True)
+    _committed_run(path, V2, array, deduplicate=True)
     first, second = path / V1 / path.name, path / V2 / path.name
     assert first.stat().st_ino == second.stat().st_ino and second.stat().st_nlink == 2
     meta = read_sidecar(str(second))
     assert meta["artifact"]["same_content_as"] == V1 and meta["artifact"]["version"] == V2
-    # Negative control: different bytes are a new file.
-    _committed_run(path, V3, array + 1)
+    # Negative controls: different bytes are a new file; so is anything not deduplicated.
+    _committed_run(path, V3, array + 1, deduplicate=True)
     assert (path / V3 / path.name).stat().st_nlink == 1
+    other = tmp_path / "eigenvalues.npy"
+    _committed_run(other, V1, array)
+    _committed_run(other, V2, array)
+    assert (other / V2 / other.name).stat().st_nlink == 1
+
+
+def test_damage_to_shared_bytes_names_every_version_that_shares_them(tmp_path):
+    path = tmp_path / "prepared_inputs.npy"
+    array = np.arange(100, dtype=np.float32)
+    for version in (V1, V2, V3):
+        _committed_run(path, version, array, deduplicate=True)
+    _flip_one_byte(path / V3 / path.name)
+    forget_verifications()
+    with pytest.raises(IntegrityError) as info:
+        NumpyDataset(filepath=str(path), version=Version(None, None)).load()
+    assert f"shared (deduplicated) with version(s) {V2}, {V1}" in str(info.value)
 
 
 def test_a_corrupted_version_is_never_linked_to(tmp_path):
     path = tmp_path / "x.npy"
     array = np.arange(100, dtype=np.float32)
-    _committed_run(path, V1, array)
+    _committed_run(path, V1, array, deduplicate=True)
     _flip_one_byte(path / V1 / path.name)
     forget_verifications()
-    _committed_run(path, V2, array)
+    _committed_run(path, V2, array, deduplicate=True)
     assert (path / V2 / path.name).stat().st_nlink == 1
     np.testing.assert_array_equal(_bound(path, V3, load=V2).load(), array)
 

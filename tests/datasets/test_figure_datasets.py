@@ -41,7 +41,9 @@ def test_pdf_is_reproducible_and_deduplicated(tmp_path):
     fig = _figure()
     path = tmp_path / "s.pdf"
     for version in (V1, V2):
-        dataset = FigureDataset(filepath=str(path), version=Version(None, version))
+        dataset = FigureDataset(
+            filepath=str(path), version=Version(None, version), deduplicate=True
+        )
         dataset.save(fig)
     first, second = path / V1 / "s.pdf", path / V2 / "s.pdf"
     assert first.read_bytes().startswith(b"%PDF")

@@ -13,8 +13,9 @@ metadata``):
   its run *committed* (or the version this run saved itself). Versions of killed or
   failed runs are skipped, never mixed in. ``--load-versions`` pins still win; a
   pinned version that does not exist is an error listing the versions that do.
-- **Deduplication**: a versioned save whose bytes equal a stored version's is a hard
-  link to it (local filesystems): a new version for provenance, no second copy.
+- **Deduplication** (``deduplicate: true``, for prepared data and θ0): a versioned
+  save whose bytes equal a stored version's is a hard link to it (local
+  filesystems): a new version for provenance, no second copy.
 - **Run binding**: ``hooks.RunsHook`` gives the dataset its run's unique save
   version and pins its load version for the run (:meth:`bind_run`);
   ``hooks.ProvenanceHook`` hands it the provenance of its save
@@ -24,6 +25,7 @@ metadata``):
 from __future__ import annotations
 
 import logging
+import os
 from copy import deepcopy
 from pathlib import PurePosixPath
 from typing import Any, ClassVar
@@ -39,7 +41,7 @@ from kedro.io.core import (
 )
 
 from linearized_kedro.datasets import atomic
-from linearized_kedro.datasets.integrity import verify_file
+from linearized_kedro.datasets.integrity import IntegrityError, verify_file
 from linearized_kedro.datasets.metadata import (
     commit_path,
     is_committed,
@@ -82,7 +84,7 @@ class ArtifactDataset(AbstractVersionedDataset):
         credentials: dict[str, Any] | None = None,
         fs_args: dict[str, Any] | None = None,
         metadata: dict[str, Any] | None = None,
-        deduplicate: bool = True,
+        deduplicate: bool = False,
     ) -> None:
         """Creates a dataset for the file at ``filepath``.
 
@@ -95,7 +97,9 @@ class ArtifactDataset(AbstractVersionedDataset):
             fs_args: Passed to the fsspec filesystem constructor.
             metadata: Free-form (e.g. ``kedro-viz: {layer: ...}``); ignored by Kedro.
             deduplicate: Store a version whose bytes equal a stored version's as a
-                hard link to it (local filesystems only).
+                hard link to it (local filesystems only). Meant for large inputs that
+                repeat across runs (prepared data, θ0): linked versions share their
+                bytes, so damage to one is damage to all of them.
         """
         _fs_args = deepcopy(fs_args) or {}
         _credentials = deepcopy(credentials) or {}
@@ -198,11 +202,16 @@ class ArtifactDataset(AbstractVersionedDataset):
         """The newest version a complete run committed, or the one this run saved."""
         if self._cached_load_version is not None:
             return self._cached_load_version
+        # What this run saved itself comes first, even if a concurrent run committed a
+        # newer version meanwhile.
+        if self._run_id is not None and self._fs.exists(self.version_path(self._run_id)):
+            self._cached_load_version = self._run_id
+            return self._run_id
         paths = self._get_versions()
         skipped = []
         for path in paths:
             version = PurePosixPath(path).parent.name
-            if version == self._run_id or is_committed(self._fs, path):
+            if is_committed(self._fs, path):
                 if skipped:
                     logger.info(
                         "%s: skipping %d incomplete version(s) (killed, failed or still "
@@ -283,7 +292,31 @@ class ArtifactDataset(AbstractVersionedDataset):
         except FileNotFoundError:
             logger.debug("%s has no sidecar; its integrity cannot be checked.", path)
             return
-        verify_file(self._fs, path, artifact)
+        try:
+            verify_file(self._fs, path, artifact)
+        except IntegrityError as exc:
+            shared = self._versions_sharing_bytes(path)
+            if not shared:
+                raise
+            raise IntegrityError(
+                f"{exc} The damaged bytes are shared (deduplicated) with version(s) "
+                f"{', '.join(shared)} of this artifact: delete those version folders too."
+            ) from exc
+
+    def _versions_sharing_bytes(self, path: str) -> list[str]:
+        """Other versions hard-linked to the file at ``path`` (local filesystems)."""
+        if not atomic.is_local(self._fs):
+            return []
+        st = os.stat(path)
+        if st.st_nlink < 2:
+            return []
+        shared = []
+        for other in self._get_versions():
+            if other != path and os.path.exists(other):
+                o = os.stat(other)
+                if (o.st_dev, o.st_ino) == (st.st_dev, st.st_ino):
+                    shared.append(PurePosixPath(other).parent.name)
+        return shared
 
     def _save(self, data: Any) -> None:
         """Stores ``data`` atomically with its sidecar (see the module docstring)."""

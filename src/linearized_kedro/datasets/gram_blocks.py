@@ -16,7 +16,7 @@ GramBlockStore``. A computation is identified by a fingerprint (a hash of the in
   taken, so a reused pid does not count) or, from another host, while its heartbeat
   (refreshed on every tile written) is younger than ``lease_ttl_s``. A killed run's
   lease is therefore never held forever.
-- Lease changes and deletions happen under an ``flock`` on ``<root>/.tiles.lock``
+- Lease changes and deletions happen under an ``flock`` on the root folder
   (released by the kernel if the holder dies).
 - Files are group-readable; a full disk is a :class:`~.atomic.StorageFullError`
   naming the tile folder.
@@ -49,7 +49,6 @@ logger = logging.getLogger(__name__)
 _TILE = re.compile(r"^tile_(\d+)_(\d+)(?:\.([0-9a-f]{16}))?\.npy$")
 _FINGERPRINT = re.compile(r"[0-9a-zA-Z_-]+")
 LEASES = ".leases"
-ROOT_LOCK = ".tiles.lock"
 DEFAULT_LEASE_TTL_S = 6 * 3600.0
 _HEARTBEAT_EVERY_S = 30.0
 _local_fs = fsspec.filesystem("file")
@@ -120,9 +119,12 @@ def live_leases(directory: Path, ttl_s: float = DEFAULT_LEASE_TTL_S) -> list[dic
 
 @contextlib.contextmanager
 def root_lock(root: Path):
-    """Exclusive ``flock`` on ``<root>/.tiles.lock`` (the kernel drops it if we die)."""
+    """Exclusive ``flock`` on the tile root folder itself (the kernel drops it if we die).
+
+    Locking the folder, not a lock file, leaves nothing behind in it.
+    """
     atomic.make_dirs(str(root))
-    fd = os.open(Path(root) / ROOT_LOCK, os.O_RDWR | os.O_CREAT, atomic.file_mode())
+    fd = os.open(root, os.O_RDONLY)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)
         yield

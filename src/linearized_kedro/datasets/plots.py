@@ -3,7 +3,7 @@
 Both are atomic and verified like every artifact. A matplotlib figure's format comes
 from the file's extension and ``load()`` returns the stored bytes, so reporting can
 embed them; PDF and SVG are written without a creation date, so re-rendering the
-same figure gives the same bytes (and is deduplicated). Kedro-Viz previews figures as
+same figure gives the same bytes (``deduplicate: true`` can then link them). Kedro-Viz previews figures as
 images (``ImagePreview``) and Plotly figures interactively (``PlotlyPreview``), the
 types it reads from the ``preview`` method's return annotation.
 """

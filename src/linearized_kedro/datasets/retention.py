@@ -2,8 +2,7 @@
 
 Everything is found on disk (the catalog's paths depend on ``--params``, so it cannot
 list every concrete artifact): a *versioned artifact* is a folder ``<name>`` whose
-subfolders ``<version>/`` hold a file ``<name>``; a *tile root* is a folder holding
-``.tiles.lock``.
+subfolders ``<version>/`` hold a file ``<name>``; a *tile folder* (one Gram computation) is a folder holding ``.leases/``.
 
 Retention rule (per artifact):
 
@@ -152,9 +151,9 @@ def plan_gc(
             else:
                 reason = "incomplete: its run was killed or failed"
             removals.append(Removal(folder, reason, _size(folder)))
-    for lock in sorted(data_root.rglob(gram_blocks.ROOT_LOCK)):
-        root = lock.parent
-        for folder in sorted(p for p in root.iterdir() if p.is_dir()):
+    for leases in sorted(data_root.rglob(gram_blocks.LEASES)):
+        folder = leases.parent
+        if leases.is_dir():
             if gram_blocks.live_leases(folder):
                 continue
             if now - _newest_mtime(folder) < tile_age_s:
