@@ -358,6 +358,17 @@ def test_a_flipped_byte_is_refused_and_the_named_recovery_works(lab):
     assert lab.problems == []
 
 
+def test_a_missing_load_versions_pin_lists_the_versions_that_exist(lab):
+    stored = lab.latest("ntk_spectrum", "eigenvalues.npy")
+    name = read_sidecar(str(stored))["dataset_name"]  # whatever the catalog calls it
+    missing = "1999-01-01T00.00.00.000Z"
+    rc, log = lab.run("eigen_training", None, PARAMS, "--load-versions", f"{name}:{missing}")
+    flat = " ".join(log.split())
+    assert rc == 1 and f"{name}:{missing} does not exist" in flat
+    assert f"{stored.parent.name} (complete)" in flat and "(incomplete)" in flat
+    assert not list(lab.data.rglob(f"{lab.last_run()['run_id']}/*.npy"))  # nothing written
+
+
 def test_repeated_runs_store_prepared_data_and_theta0_once(lab):
     """Dozens of runs above; identical prepared data and θ0 are one file each (hard links)."""
     for pipeline, name in [
