@@ -6,15 +6,21 @@ Every writer is deterministic in ``seed`` (archives carry mtime 0) and returns
 
 Images are seeded noise around a class-dependent grey level, so a model can
 learn them; :func:`synthetic_split` regenerates exactly what a writer stored.
+:func:`http_server` serves a folder of such files on 127.0.0.1 to test downloads.
 """
 
 from __future__ import annotations
 
+import functools
 import gzip
 import hashlib
+import http.server
 import io
 import pickle
 import tarfile
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -49,11 +55,17 @@ def cifar_splits(n_train: int, n_test: int, seed: int):
     )
 
 
-def idx_splits(n_train: int, n_test: int, seed: int):
-    """The (train_images (N,28,28), train_labels, test_images, test_labels) ``write_idx`` stores."""
+def idx_splits(
+    n_train: int,
+    n_test: int,
+    seed: int,
+    shape: tuple[int, int] = IDX_SHAPE,
+    num_classes: int = 10,
+):
+    """The (train_images (N, *shape), train_labels, test_images, test_labels) ``write_idx`` stores."""
     return (
-        *synthetic_split(n_train, IDX_SHAPE, seed),
-        *synthetic_split(n_test, IDX_SHAPE, seed + 1),
+        *synthetic_split(n_train, shape, seed, num_classes),
+        *synthetic_split(n_test, shape, seed + 1, num_classes),
     )
 
 
@@ -153,17 +165,19 @@ def write_idx(
     n_test: int = 20,
     seed: int = 0,
     gz: bool = True,
+    shape: tuple[int, int] = IDX_SHAPE,
+    num_classes: int = 10,
 ) -> dict[str, str]:
-    """Writes the four MNIST / Fashion-MNIST IDX files (``.gz`` unless ``gz=False``).
+    """Writes the four IDX files of an MNIST-like dataset (``.gz`` unless ``gz=False``).
 
-    ``dataset`` only documents which dataset the files stand in for: both use the
-    same file names and format.
+    ``dataset`` only documents which dataset the files stand in for: MNIST, Fashion-MNIST
+    and any dataset declared with the ``idx`` format use the same file names. ``shape``
+    (H, W) and ``num_classes`` make files for other image sizes and class counts.
     """
-    if dataset not in ("mnist", "fashion_mnist"):
-        raise ValueError(f"dataset must be 'mnist' or 'fashion_mnist', got {dataset!r}")
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
-    arrays = dict(zip(_IDX_STEMS, idx_splits(n_train, n_test, seed), strict=True))
+    splits = idx_splits(n_train, n_test, seed, shape, num_classes)
+    arrays = dict(zip(_IDX_STEMS, splits, strict=True))
     out = {}
     for role, stem in _IDX_STEMS.items():
         payload = idx_bytes(arrays[role])
@@ -176,3 +190,35 @@ def write_idx(
             path.write_bytes(payload)
         out[path.name] = _sha256(path)
     return out
+
+
+class _QuietHandler(http.server.SimpleHTTPRequestHandler):
+    """Serves a folder without logging each request to stderr, recording the paths asked for."""
+
+    def log_message(self, format, *args):  # noqa: A002 - the base class's signature
+        pass
+
+    def do_GET(self):  # noqa: N802 - the base class's name
+        self.server.requests.append(self.path)
+        super().do_GET()
+
+
+@contextmanager
+def http_server(directory) -> Iterator[tuple[str, list[str]]]:
+    """Serves ``directory`` over HTTP on 127.0.0.1 (a free port) in a background thread.
+
+    Yields:
+        ``(base_url, requests)``: the URL of the folder, ending in ``/``, and the list of
+        request paths the server received so far (to count downloads).
+    """
+    handler = functools.partial(_QuietHandler, directory=str(directory))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    server.requests = []
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}/", server.requests
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=5)

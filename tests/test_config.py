@@ -34,13 +34,29 @@ def test_model_selects_whole_preset_and_single_field_override():
     assert params["model_config"]["conv_features"] == [6, 16]
 
 
+def _path(loader, name: str) -> str:
+    """The file path the catalog (factories resolved) gives the dataset ``name``."""
+    from kedro.io import DataCatalog
+
+    return str(DataCatalog.from_config(loader["catalog"]).get(name)._filepath)
+
+
 def test_catalog_paths_follow_runtime_params():
     loader, _ = load(runtime_params={"model": "mlp", "data": {"dataset": "digits"}})
-    catalog = loader["catalog"]
-    path = catalog["ntk_eigenvectors"]["filepath"]
-    assert "/digits/mlp/" in path
+    assert _path(loader, "ntk_eigenvectors").endswith(
+        "05_model_input/digits/mlp/ntk_eigenvectors.npy"
+    )
+    assert _path(loader, "nads_directions").endswith("05_model_input/nad/mlp/nads_directions.npy")
+    assert _path(loader, "eigen_training_accuracy_plot").endswith(
+        "08_reporting/digits/mlp/eigen_training_accuracy.png"
+    )
     loader, _ = load()
-    assert "/cifar10/lenet/" in loader["catalog"]["ntk_eigenvectors"]["filepath"]
+    assert "/cifar10/lenet/" in _path(loader, "ntk_eigenvectors")
+
+
+def test_unknown_model_lists_the_presets():
+    with pytest.raises(Exception, match="Unknown model 'vgg'. Valid models: mlp, lenet, resnet18"):
+        load(runtime_params={"model": "vgg"})
 
 
 def test_paper_env_resolves_full_scale_without_dropping_base_keys():

@@ -3,7 +3,7 @@
 Two ``kedro run --tags eigen_training_sweep`` processes (partitions 0 and 1 of 2) run at
 the same time in one project copy, a third merges them with ``--tags
 eigen_training_merge``; the merged table must equal the table of a plain run. The
-merge's refusals are checked in-process on the node.
+merge's refusals are checked in-process in ``tests/experiments/test_eigen_tasks.py``.
 """
 
 from __future__ import annotations
@@ -15,15 +15,13 @@ import pandas as pd
 import pytest
 from conftest import copy_project, kedro_env, run_kedro
 
-from linearized_kedro.pipelines.eigen_training.nodes import merge_partitions
-
 PARAMS = "model=mlp,data.dataset=digits"
 
 
 def _latest_table(project) -> pd.DataFrame:
-    folder = project / "data/07_model_output/eigen_training/digits/mlp/results.csv"
+    folder = project / "data/07_model_output/digits/mlp/eigen_training_results.csv"
     versions = sorted(p for p in folder.iterdir() if p.is_dir())
-    return pd.read_csv(versions[-1] / "results.csv")
+    return pd.read_csv(versions[-1] / folder.name)
 
 
 @pytest.mark.slow
@@ -47,7 +45,7 @@ def test_two_process_partitioned_sweep_equals_one_process(tmp_path):
         *("--params", sweep),
     )
     one_process = _latest_table(project)
-    assert sorted(one_process["label_idx"].unique()) == [1, 5, 10]
+    assert sorted(one_process["task_value"].unique()) == [1, 5, 10]
     # Two partition jobs at the same time, in the same project; they read the spectrum
     # and prepared data of the first run (the tag leaves the data nodes out).
     procs = {
@@ -66,10 +64,10 @@ def test_two_process_partitioned_sweep_equals_one_process(tmp_path):
     for p, proc in procs.items():
         _, err = proc.communicate(timeout=300)
         assert proc.returncode == 0, f"partition {p}: {err[-4000:]}"
-    parts = project / "data/07_model_output/eigen_training/digits/mlp/partitions"
+    parts = project / "data/07_model_output/digits/mlp/eigen_training_partitions"
     names = sorted(p.name for p in parts.iterdir() if p.suffix == ".csv")  # not the sidecars
     assert names == ["part-000-of-001.csv", "part-000-of-002.csv", "part-001-of-002.csv"]
-    assert sorted(pd.read_csv(parts / "part-000-of-002.csv")["label_idx"].unique()) == [1, 10]
+    assert sorted(pd.read_csv(parts / "part-000-of-002.csv")["task_value"].unique()) == [1, 10]
 
     run_kedro(
         project,
@@ -85,50 +83,6 @@ def test_two_process_partitioned_sweep_equals_one_process(tmp_path):
     )
     merged = _latest_table(project)
     pd.testing.assert_frame_equal(merged, one_process, check_exact=False, rtol=1e-6)
-
-
-def _table(indices, kinds=("network", "linear"), epochs=2):
-    rows = [
-        {"label_idx": j, "kind": kind, "test_accuracy": 0.5 + j / 100, "epochs": epochs}
-        for j in indices
-        for kind in kinds
-    ]
-    return pd.DataFrame(rows)
-
-
-PARAMS_2 = {"label_idx": [1, 5, 10], "num_partitions": 2}
-
-
-def test_merge_orders_rows_and_accepts_lazy_partitions():
-    parts = {
-        "part-001-of-002": lambda: _table([5]),
-        "part-000-of-002": _table([1, 10]),
-        "part-000-of-001": _table([99]),  # another sweep's layout: ignored
-    }
-    merged = merge_partitions(parts, PARAMS_2, None, None)
-    assert list(merged["label_idx"]) == [1, 1, 5, 5, 10, 10]
-    assert list(merged["kind"][:2]) == ["linear", "network"]
-
-
-def test_merge_refuses_missing_partitions():
-    with pytest.raises(ValueError, match=r"partitions \['part-001-of-002'\] of 2 are missing"):
-        merge_partitions({"part-000-of-002": _table([1, 10])}, PARAMS_2, None, None)
-
-
-@pytest.mark.parametrize(
-    "second",
-    [_table([5, 7]), _table([5], kinds=("network",)), _table([5], epochs=3), _table([1])],
-)
-def test_merge_refuses_partitions_of_another_sweep(second):
-    parts = {"part-000-of-002": _table([1, 10]), "part-001-of-002": second}
-    with pytest.raises(ValueError, match="come from another sweep"):
-        merge_partitions(parts, PARAMS_2, None, None)
-
-
-def test_merge_uses_the_shortcut_params():
-    parts = {"part-000-of-001": _table([2], kinds=("linear",))}
-    merged = merge_partitions(parts, {"num_partitions": 1}, 2, "true")
-    assert len(merged) == 1
 
 
 def _flatten(tree, prefix=""):
@@ -164,4 +118,6 @@ def test_gpu_env_is_the_paper_scale_with_gpu_knobs():
     assert params["ntk"]["accumulate_dtype"] == "float64"
     assert params["model_config"]["name"] == "resnet18"
     assert params["eigen_training"]["partition"] is None  # base keys survive
-    assert "/partitions" in loader["catalog"]["eigen_training_partitions"]["path"]
+    assert loader["catalog"]["eigen_training_partitions"]["path"].endswith(
+        "/eigen_training_partitions"
+    )

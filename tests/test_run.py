@@ -43,10 +43,10 @@ def digits_project(tmp_path_factory):
 
 
 def test_ntk_spectrum_artifacts(digits_project):
-    base = "data/07_model_output/ntk_spectrum/digits/mlp"
-    values = np.load(_latest(digits_project, f"{base}/eigenvalues.npy"))
-    vectors = np.load(_latest(digits_project, f"{base}/eigenvectors.npy"))
-    report = json.loads(_latest(digits_project, f"{base}/report.json").read_text())
+    base = "data/05_model_input/digits/mlp"
+    values = np.load(_latest(digits_project, f"{base}/ntk_eigenvalues.npy"))
+    vectors = np.load(_latest(digits_project, f"{base}/ntk_eigenvectors.npy"))
+    report = json.loads(_latest(digits_project, f"{base}/ntk_report.json").read_text())
     assert values.shape == (20,) and vectors.shape == (20, 300)
     assert np.all(np.diff(values) <= 0)
     np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1.0, rtol=1e-5)
@@ -55,15 +55,13 @@ def test_ntk_spectrum_artifacts(digits_project):
     assert report["model_config"]["name"] == "mlp"
     sidecar = json.loads(
         (
-            _latest(digits_project, f"{base}/eigenvectors.npy").parent
-            / "eigenvectors.npy.meta.json"
+            _latest(digits_project, f"{base}/ntk_eigenvectors.npy").parent
+            / "ntk_eigenvectors.npy.meta.json"
         ).read_text()
     )
     assert sidecar["dataset"] == "digits" and sidecar["seed"] == 42
     assert sidecar["model_config"]["name"] == "mlp" and "jax" in sidecar["library_versions"]
-    assert (
-        _latest(digits_project, "data/08_reporting/ntk_spectrum/digits/mlp/spectrum.png")
-    ).exists()
+    assert (_latest(digits_project, "data/08_reporting/digits/mlp/ntk_spectrum.png")).exists()
     # The Gram tiles of a finished run are released.
     tiles = digits_project / "data/04_feature/ntk_gram_tiles/digits/mlp"
     assert not tiles.exists() or not any(tiles.iterdir())
@@ -80,11 +78,11 @@ def test_same_seed_same_artifacts(digits_project):
         "--params",
         "model=mlp,data.dataset=digits",
     )
-    folder = digits_project / "data/07_model_output/ntk_spectrum/digits/mlp/eigenvectors.npy"
+    folder = digits_project / "data/05_model_input/digits/mlp/ntk_eigenvectors.npy"
     versions = sorted(p for p in folder.iterdir() if p.is_dir())
     assert len(versions) >= 2  # nothing was overwritten
-    first = np.load(versions[0] / "eigenvectors.npy")
-    last = np.load(versions[-1] / "eigenvectors.npy")
+    first = np.load(versions[0] / "ntk_eigenvectors.npy")
+    last = np.load(versions[-1] / "ntk_eigenvectors.npy")
     np.testing.assert_array_equal(first, last)
 
 
@@ -99,15 +97,15 @@ def test_eigen_training_and_pretrained_comparison(digits_project):
         "--params",
         "model=mlp,data.dataset=digits",
     )
-    base = "data/07_model_output/eigen_training/digits/mlp"
+    base = "data/07_model_output/digits/mlp"
     import pandas as pd
 
-    table = pd.read_csv(_latest(digits_project, f"{base}/results.csv"))
+    table = pd.read_csv(_latest(digits_project, f"{base}/eigen_training_results.csv"))
     assert set(table["kind"]) == {"network", "linear"}
-    assert sorted(table["label_idx"].unique()) == [1, 5]
+    assert sorted(table["task_value"].unique()) == [1, 5]
     assert table["test_accuracy"].between(0, 1).all()
     assert _latest(
-        digits_project, "data/08_reporting/eigen_training/digits/mlp/accuracy_vs_index.png"
+        digits_project, "data/08_reporting/digits/mlp/eigen_training_accuracy.png"
     ).exists()
     run_kedro(
         digits_project,
@@ -120,9 +118,9 @@ def test_eigen_training_and_pretrained_comparison(digits_project):
         "model=mlp,data.dataset=digits",
     )
     table = pd.read_csv(
-        _latest(digits_project, "data/07_model_output/pretrained_comparison/digits/mlp/results.csv")
+        _latest(digits_project, "data/07_model_output/digits/mlp/pretrained_comparison_results.csv")
     )
-    assert list(table["model"]) == ["network", "linear_init", "linear_pretrained"]
+    assert sorted(table["kind"]) == ["linear_init", "linear_pretrained", "network"]
 
 
 def test_single_task_shortcut_params(digits_project):
@@ -139,9 +137,9 @@ def test_single_task_shortcut_params(digits_project):
     import pandas as pd
 
     table = pd.read_csv(
-        _latest(digits_project, "data/07_model_output/eigen_training/digits/mlp/results.csv")
+        _latest(digits_project, "data/07_model_output/digits/mlp/eigen_training_results.csv")
     )
-    assert list(table["label_idx"]) == [3] and list(table["kind"]) == ["linear"]
+    assert list(table["task_value"]) == [3] and list(table["kind"]) == ["linear"]
 
 
 def test_missing_upstream_names_the_pipeline(digits_project):
@@ -215,7 +213,5 @@ def test_ntk_spectrum_on_generated_cifar10_files(project_copy):
         "--params",
         "model=lenet",
     )
-    values = np.load(
-        _latest(project_copy, "data/07_model_output/ntk_spectrum/cifar10/lenet/eigenvalues.npy")
-    )
+    values = np.load(_latest(project_copy, "data/05_model_input/cifar10/lenet/ntk_eigenvalues.npy"))
     assert values.shape == (20,) and np.all(values > 0)

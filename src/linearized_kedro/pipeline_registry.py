@@ -1,10 +1,12 @@
 """Project pipelines.
 
-Each experiment pipeline that reads prepared data is registered together with the
-``data`` pipeline, so ``kedro run --pipelines ntk_spectrum`` works on a fresh checkout.
-Downstream experiments (``eigen_training``, ``pretrained_comparison``,
-``nad_training``, ``reporting``) load their upstream artifacts from the catalog
-(latest version for the same dataset and model, or ``--load-versions``).
+Every pipeline package's ``create_pipeline()`` is registered under its package name. An
+experiment that reads the prepared data (``prepared_*``, ``data_report``) is registered
+together with the ``data`` pipeline, so ``kedro run --pipelines ntk_spectrum`` works on a
+fresh checkout; downstream experiments read their upstream artifacts from the catalog
+(the latest complete run for the same dataset and model, or ``--load-versions``), checked
+before the run by ``hooks.upstream``. ``__default__`` is every pipeline; Kedro orders its
+nodes by their data dependencies, so ``reporting`` runs after the experiments it reads.
 """
 
 from __future__ import annotations
@@ -17,16 +19,6 @@ from kedro.pipeline import Pipeline
 
 import linearized_kedro.pipelines as pipelines_package
 
-# Pipelines that consume the prepared dataset of `data.dataset`.
-NEEDS_DATA = ("ntk_spectrum", "eigen_training", "pretrained_comparison", "cifar2")
-
-
-def _data_pipeline() -> Pipeline:
-    # Imported directly: `kedro run --pipelines X` makes find_pipelines load X only.
-    from linearized_kedro.pipelines.data import create_pipeline
-
-    return create_pipeline()
-
 
 def all_pipelines() -> dict[str, Pipeline]:
     """Every pipeline package's ``create_pipeline()``, whatever the CLI requested."""
@@ -38,19 +30,27 @@ def all_pipelines() -> dict[str, Pipeline]:
     return found
 
 
+def with_data(name: str, pipeline: Pipeline, data: Pipeline) -> Pipeline:
+    """``pipeline`` preceded by the ``data`` pipeline when it reads the prepared data."""
+    if name != "data" and pipeline.inputs() & data.all_outputs():
+        return data + pipeline
+    return pipeline
+
+
 def register_pipelines() -> dict[str, Pipeline]:
-    """Registers every pipeline; ``__default__`` runs all experiments in order.
+    """Registers every pipeline; ``__default__`` runs them all.
 
     Returns:
         A mapping from pipeline names to ``Pipeline`` objects.
     """
     found = find_pipelines(raise_errors=True)
-    pipelines = dict(found)
-    for name in NEEDS_DATA:
-        if name in found:
-            pipelines[name] = _data_pipeline() + found[name]
+    # Imported directly: `kedro run --pipelines X` makes find_pipelines load X only.
+    from linearized_kedro.pipelines.data import create_pipeline as data_pipeline
+
+    data = data_pipeline()
+    pipelines = {
+        name: with_data(name, p, data) for name, p in found.items() if name != "__default__"
+    }
     if "__default__" in found:  # all pipelines were loaded
-        pipelines["__default__"] = sum(
-            (p for name, p in found.items() if name != "__default__"), Pipeline([])
-        )
+        pipelines["__default__"] = sum(pipelines.values(), Pipeline([]))
     return pipelines

@@ -100,6 +100,27 @@ def test_binary_labels():
         binary_labels(np.array([10]))
 
 
+@pytest.mark.parametrize(
+    ("num_classes", "expected"),
+    [(2, [1, 0]), (3, [1, 0, 0]), (4, [1, 1, 0, 0]), (7, [1, 1, 1, 0, 0, 0, 0])],
+)
+def test_binary_labels_first_half_of_any_class_count(num_classes, expected):
+    np.testing.assert_array_equal(binary_labels(np.arange(num_classes), num_classes), expected)
+
+
+def test_binary_labels_class_count_is_checked():
+    # 12 classes: 0-5 vs 6-11. The 10-class default refuses labels 10 and 11 instead of
+    # silently splitting at 5.
+    labels = np.arange(12)
+    np.testing.assert_array_equal(binary_labels(labels, 12), [1] * 6 + [0] * 6)
+    with pytest.raises(ValueError, match="pass the dataset's num_classes"):
+        binary_labels(labels)
+    with pytest.raises(ValueError, match="at least 2 classes"):
+        binary_labels(np.zeros(3, np.int64), 1)
+    with pytest.raises(ValueError, match="must be an integer"):
+        binary_labels(labels, 12.0)
+
+
 def test_prepare_dataset_float64_reference():
     xtr, xte = _images(40, seed=1), _images(20, seed=2)
     ytr, yte = np.arange(40) % 10, np.arange(20) % 10

@@ -11,7 +11,7 @@ import pytest
 import scipy.sparse.linalg
 from jax.flatten_util import ravel_pytree
 
-from linearized_kedro.core import models, nads
+from linearized_kedro.core import models, nads, spectrum
 
 SHAPE = (4, 4, 1)  # D = 16: small enough for explicit float64 Jacobians.
 TINY_LENET = {
@@ -186,11 +186,19 @@ def test_nads_from_gram_known_spectrum():
     assert num_zero == 2
 
 
-def test_sign_convention_ties_go_to_first_index():
-    out = nads.sign_convention(np.array([[-0.5, 0.5, 0.1], [0.2, -0.9, 0.1], [0.0, 0.0, 0.0]]))
-    np.testing.assert_array_equal(out, [[0.5, -0.5, -0.1], [-0.2, 0.9, -0.1], [0, 0, 0]])
-    with pytest.raises(ValueError, match="must be \\(K, D\\)"):
-        nads.sign_convention(np.ones(3))
+def test_nads_use_the_spectrum_sign_convention():
+    # One sign convention for NTK eigenvectors and NADs (core.spectrum.apply_sign_convention:
+    # largest-|entry| component positive; its tie rule is tested in test_spectrum.py).
+    rng = np.random.default_rng(5)
+    q, _ = np.linalg.qr(rng.standard_normal((6, 6)))
+    gram = (q * np.array([6.0, 5.0, 4.0, 3.0, 2.0, 1.0])) @ q.T
+    vecs, _, _, _ = nads.nads_from_gram(gram)
+    np.testing.assert_array_equal(vecs, spectrum.apply_sign_convention(vecs))
+    idx = np.argmax(np.abs(vecs), axis=1)
+    assert np.all(vecs[np.arange(6), idx] > 0)
+    # Control: the other sign of the same vectors is not a fixed point of the convention.
+    assert not np.array_equal(-vecs, spectrum.apply_sign_convention(-vecs))
+    assert not hasattr(nads, "sign_convention")  # no second copy
 
 
 def test_relu_at_zero_is_refused_up_front_and_numerically():

@@ -8,9 +8,11 @@ from kedro.io import DataCatalog, MemoryDataset
 from kedro.runner import SequentialRunner
 from official_formats import cifar_splits, write_cifar10_binary
 
+from linearized_kedro.core.config import ConfigError, from_mapping
 from linearized_kedro.datasets import RawImageDataset
+from linearized_kedro.experiments.data import DataConfig
 from linearized_kedro.pipelines.data import create_pipeline
-from linearized_kedro.pipelines.data.nodes import DataParams, load_and_prepare_data
+from linearized_kedro.pipelines.data.nodes import prepare
 
 DATA_PARAMS = {
     "dataset": "cifar10",
@@ -21,14 +23,14 @@ DATA_PARAMS = {
     "normalize": True,
     "download": "never",
 }
-OUTPUTS = ("prepared_inputs", "prepared_labels", "sample_index", "data_report")
+OUTPUTS = ("prepared_inputs", "prepared_labels", "prepared_sample_index", "data_report")
 
 
 def _run(raw_images, data_params):
     catalog = DataCatalog(
         {
             "raw_images": raw_images,
-            "params:data": MemoryDataset(data_params),
+            "params:data": MemoryDataset(from_mapping(DataConfig, data_params)),
             **{name: MemoryDataset() for name in OUTPUTS},
         }
     )
@@ -93,7 +95,7 @@ def test_too_many_training_samples(cifar_root):
         dataset="cifar10", root=str(root), download="never", checksums=sums
     ).load()
     with pytest.raises(ValueError, match="num_train=500 is larger than the 100 train samples"):
-        load_and_prepare_data(raw, {**DATA_PARAMS, "num_train": 500})
+        prepare(raw, from_mapping(DataConfig, {**DATA_PARAMS, "num_train": 500}))
 
 
 def test_dataset_mismatch_and_unknown_keys(cifar_root):
@@ -102,9 +104,9 @@ def test_dataset_mismatch_and_unknown_keys(cifar_root):
         dataset="cifar10", root=str(root), download="never", checksums=sums
     ).load()
     with pytest.raises(ValueError, match="--params data.dataset=mnist"):
-        load_and_prepare_data(raw, {**DATA_PARAMS, "dataset": "mnist"})
-    with pytest.raises(ValueError, match="Unknown keys \\['nmu_train'\\]"):
-        DataParams.from_value({"nmu_train": 3})
+        prepare(raw, from_mapping(DataConfig, {**DATA_PARAMS, "dataset": "mnist"}))
+    with pytest.raises(ConfigError, match="Unknown key\\(s\\) data.nmu_train"):
+        from_mapping(DataConfig, {"nmu_train": 3})
 
 
 def test_full_split_with_minus_one(cifar_root):
@@ -112,8 +114,8 @@ def test_full_split_with_minus_one(cifar_root):
     raw = RawImageDataset(
         dataset="cifar10", root=str(root), download="never", checksums=sums
     ).load()
-    x, y, idx, report = load_and_prepare_data(
-        raw, DataParams.from_value({**DATA_PARAMS, "num_train": -1, "num_test": -1})
+    x, y, idx, report = prepare(
+        raw, from_mapping(DataConfig, {**DATA_PARAMS, "num_train": -1, "num_test": -1})
     )
     np.testing.assert_array_equal(idx, np.arange(150))
     assert report["num_train"] == 100 and x.shape[0] == 150
@@ -131,11 +133,19 @@ def test_catalog_entries_follow_runtime_dataset(tmp_path):
         default_run_env="base",
         runtime_params={"data": {"dataset": "digits"}},
     )
-    entries = {k: v for k, v in loader["catalog"].items() if k in (*OUTPUTS, "raw_images")}
-    assert entries["raw_images"]["dataset"] == "digits"
-    for name in OUTPUTS:
-        assert f"data/05_model_input/digits/{name}" in entries[name]["filepath"]
-        assert entries[name]["versioned"] is True
-    assert entries["prepared_inputs"]["metadata"]["kedro-viz"]["layer"] == "model_input"
-    catalog = DataCatalog.from_config(entries)
+    catalog = DataCatalog.from_config(loader["catalog"])
     assert isinstance(catalog.get("raw_images"), RawImageDataset)
+    assert catalog.get("raw_images")._dataset == "digits"
+    for name in OUTPUTS:
+        path = str(catalog.get(name)._filepath)
+        assert path.endswith(f"digits/{name}.{'json' if name == 'data_report' else 'npy'}")
+        assert catalog.get(name)._version is not None  # versioned
+    # Negative control: another dataset on the command line gives other paths.
+    other = OmegaConfigLoader(
+        conf_source=str(conf),
+        base_env="base",
+        default_run_env="base",
+        runtime_params={"data": {"dataset": "mnist"}},
+    )
+    other_catalog = DataCatalog.from_config(other["catalog"])
+    assert "/mnist/" in str(other_catalog.get("prepared_inputs")._filepath)

@@ -70,7 +70,7 @@ def _catalog(tmp_path, x, report, ntk):
             **{name: Kept() for name in OUTPUTS},
             "prepared_inputs": MemoryDataset(x),
             "data_report": MemoryDataset(report),
-            "sample_index": MemoryDataset(np.arange(x.shape[0])),
+            "prepared_sample_index": MemoryDataset(np.arange(x.shape[0])),
             "params:model_config": MemoryDataset(MLP),
             "params:ntk": MemoryDataset(ntk),
             "params:seed": MemoryDataset(42),

@@ -1,7 +1,8 @@
-"""Pure data transforms: pixel scaling, normalisation, stratified subsets, CIFAR-2 labels (SPEC §1.1).
+"""Pure data transforms: pixel scaling, normalisation, stratified subsets, two-class labels (SPEC §1.1).
 
 NumPy and scikit-learn only; no file I/O. The Kedro ``data`` pipeline and
-notebooks call these on the arrays that ``datasets.raw`` reads.
+notebooks call these on the arrays that ``datasets.raw`` reads. Nothing here assumes a
+dataset: class counts and pixel ranges are arguments (the dataset's spec has them).
 """
 
 from __future__ import annotations
@@ -12,9 +13,6 @@ from dataclasses import dataclass
 import numpy as np
 
 logger = logging.getLogger(__name__)
-
-# SPEC §1.1: CIFAR-2 label 1 for classes 0-4 (airplane, automobile, bird, cat, deer).
-_CIFAR2_POSITIVE_MAX = 4
 
 
 def scale_pixels(images: np.ndarray, max_value: float = 255.0) -> np.ndarray:
@@ -147,22 +145,32 @@ def stratified_subset(labels: np.ndarray, n: int, seed: int) -> np.ndarray:
     return np.sort(chosen).astype(np.int64)
 
 
-def binary_labels(labels: np.ndarray) -> np.ndarray:
-    """CIFAR-2 labels (SPEC §1.1): 1 for classes 0–4, 0 for classes 5–9.
+def binary_labels(labels: np.ndarray, num_classes: int = 10) -> np.ndarray:
+    """Two-class labels: 1 for the first half of the classes, 0 for the rest (SPEC §1.1).
+
+    CIFAR-2 is CIFAR-10's classes 0–4 (airplane … deer) against 5–9. The same rule for any
+    dataset: label 1 for classes ``0 .. num_classes // 2 − 1``, label 0 for the others
+    (with an odd count the second group is the larger one).
 
     Args:
-        labels: (N,) integer labels of a 10-class dataset (CIFAR-10, MNIST,
-            Fashion-MNIST, digits).
+        labels: (N,) integer class labels in ``0 .. num_classes − 1``.
+        num_classes: the dataset's class count (``dataset_spec(name).num_classes``); the
+            default is CIFAR-10's.
 
     Returns:
         (N,) int64 in {0, 1}.
     """
+    if isinstance(num_classes, bool) or not isinstance(num_classes, int | np.integer):
+        raise ValueError(f"num_classes must be an integer; got {num_classes!r}.")
+    if num_classes < 2:
+        raise ValueError(f"A two-class split needs at least 2 classes; got {num_classes}.")
     labels = np.asarray(labels)
-    if labels.size and (labels.min() < 0 or labels.max() > 9):
+    if labels.size and (labels.min() < 0 or labels.max() >= num_classes):
         raise ValueError(
-            f"binary_labels expects 10-class labels in 0..9, got {labels.min()}..{labels.max()}."
+            f"binary_labels expects {num_classes}-class labels in 0..{num_classes - 1}, got "
+            f"{labels.min()}..{labels.max()}; pass the dataset's num_classes."
         )
-    return (labels <= _CIFAR2_POSITIVE_MAX).astype(np.int64)
+    return (labels < num_classes // 2).astype(np.int64)
 
 
 @dataclass(frozen=True)

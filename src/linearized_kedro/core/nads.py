@@ -32,6 +32,8 @@ import jax.numpy as jnp
 import numpy as np
 from jax.flatten_util import ravel_pytree
 
+from .spectrum import apply_sign_convention
+
 logger = logging.getLogger(__name__)
 
 DEFAULT_MEMORY_BUDGET_BYTES = 2**30
@@ -270,26 +272,6 @@ def nad_gram(
     return gram, method, timings
 
 
-def sign_convention(vectors: np.ndarray) -> np.ndarray:
-    """Flips each row so that its largest-|entry| component is positive.
-
-    Ties in |entry| go to the first (lowest) index, as ``np.argmax`` does.
-
-    Args:
-        vectors: (K, D) rows.
-
-    Returns:
-        (K, D) rows with the convention applied (a new array).
-    """
-    vectors = np.asarray(vectors)
-    if vectors.ndim != 2:
-        raise ValueError(f"vectors must be (K, D); got shape {vectors.shape}.")
-    idx = np.argmax(np.abs(vectors), axis=1)
-    signs = np.sign(vectors[np.arange(vectors.shape[0]), idx])
-    signs[signs == 0] = 1.0
-    return vectors * signs[:, None]
-
-
 def nads_from_gram(
     gram: np.ndarray, zero_rtol: float = ZERO_RTOL
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
@@ -321,7 +303,9 @@ def nads_from_gram(
     values, vectors = scipy.linalg.eigh(gram, driver="evr")
     order = np.argsort(values)[::-1]
     values = values[order]
-    nads = sign_convention(vectors[:, order].T)
+    # The NTK eigenvectors' convention (largest-|entry| positive, ties to the first index).
+    # G is checked finite above, so no row is NaN; an all-zero row cannot come out of eigh.
+    nads = apply_sign_convention(np.ascontiguousarray(vectors[:, order].T))
     residuals = np.linalg.norm(nads @ gram - values[:, None] * nads, axis=1)
     num_zero = int(np.sum(values <= float(zero_rtol) * values[0]))
     return nads, values, residuals, num_zero

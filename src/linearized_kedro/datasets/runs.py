@@ -7,7 +7,8 @@ exclusive ``mkdir`` of ``data/.runs/<version>``; if another run holds that name,
 next millisecond is tried. The folder holds
 
 - ``run.json``: the run's manifest (session id, pipelines, nodes, input versions,
-  status ``running`` → ``complete`` | ``failed``), rewritten atomically;
+  status ``running`` → ``complete`` | ``failed``, or ``refused`` when a check before
+  the first node stopped it), rewritten atomically;
 - ``lock``: ``flock``-ed by the running process, so a killed run is recognisably
   not running (the kernel drops the lock) and ``kedro gc`` leaves live runs alone;
 - ``commits/<pipeline>.json``: which pipelines of the run committed their artifacts.
@@ -137,7 +138,7 @@ def record_commit(run_dir: Path, pipeline: str, record: dict[str, Any]) -> None:
 
 
 def run_status(run_dir: Path) -> str:
-    """``running``, ``complete``, ``failed`` or ``killed`` (claimed, not live, not finished)."""
+    """``running``, ``complete``, ``failed``, ``refused`` or ``killed`` (not live, not finished)."""
     status = read_manifest(run_dir).get("status", "running")
     if status == "running" and not run_is_live(run_dir):
         return "killed"

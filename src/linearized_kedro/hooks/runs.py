@@ -4,7 +4,8 @@ One ``kedro run`` is one *run*; its id is its save version (every artifact it wr
 lands in ``<file>/<run id>/<file>``), claimed uniquely in ``data/.runs`` (see
 :mod:`linearized_kedro.datasets.runs`). :class:`RunsHook`:
 
-1. **Before the first node** (``before_pipeline_run``, first of all hooks): claims
+1. **Before the first node** (``before_pipeline_run``, after parameter validation and
+   before the other hooks look at the catalog; see ``settings.py``): claims
    the run id and binds every dataset of the run to it; checks ``--load-versions``
    pins (a version that does not exist is an error listing those that do); resolves
    the version of every input the run does not produce itself *once, per upstream
@@ -244,7 +245,20 @@ class RunsHook:
         self._catalogs: dict[str, Any] = {}
         self._nodes_lock = threading.Lock()  # ThreadRunner runs nodes concurrently
 
-    @hook_impl(tryfirst=True)
+    @hook_impl(specname="before_pipeline_run", wrapper=True)
+    def _refused_before_the_first_node(self, run_params, pipeline, catalog):
+        """Marks the run ``refused`` when a later check (validation, upstream) stops it.
+
+        Kedro calls no ``on_pipeline_error`` for errors raised before the first node.
+        """
+        self._release()
+        try:
+            return (yield)
+        except BaseException as exc:
+            self._finish("refused", error=f"{type(exc).__name__}: {exc}"[:2000])
+            raise
+
+    @hook_impl
     def before_pipeline_run(self, run_params: dict[str, Any], pipeline, catalog) -> None:
         self._release()
         project = Path(run_params.get("project_path") or ".")
@@ -263,24 +277,20 @@ class RunsHook:
                 datasets[name] = dataset
         load_versions = dict(run_params.get("load_versions") or {})
         pinned = {n: catalog.get(n) for n in load_versions if catalog.get(n) is not None}
-        try:
-            check_pins({**datasets, **pinned}, load_versions)
-            for dataset in datasets.values():
-                if hasattr(dataset, "bind_run"):
-                    dataset.bind_run(run_id)
-            pipelines = self._pipelines if self._pipelines is not None else package_pipelines()
-            produced = pipeline.all_outputs()
-            external = {
-                name: ds
-                for name, ds in datasets.items()
-                if name not in produced and _is_artifact(ds) and ds._version is not None
-            }
-            versions = resolve_input_versions(external, dataset_producers(pipelines))
-            for name, version in versions.items():
-                datasets[name].bind_run(run_id, load_version=version)
-        except Exception as exc:
-            self._finish("failed", error=str(exc))
-            raise
+        check_pins({**datasets, **pinned}, load_versions)
+        for dataset in datasets.values():
+            if hasattr(dataset, "bind_run"):
+                dataset.bind_run(run_id)
+        pipelines = self._pipelines if self._pipelines is not None else package_pipelines()
+        produced = pipeline.all_outputs()
+        external = {
+            name: ds
+            for name, ds in datasets.items()
+            if name not in produced and _is_artifact(ds) and ds._version is not None
+        }
+        versions = resolve_input_versions(external, dataset_producers(pipelines))
+        for name, version in versions.items():
+            datasets[name].bind_run(run_id, load_version=version)
 
         homes = node_homes(pipeline, pipelines)
         groups: dict[str, list[str]] = defaultdict(list)

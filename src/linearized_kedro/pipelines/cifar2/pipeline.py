@@ -2,7 +2,9 @@
 
 from kedro.pipeline import Node, Pipeline
 
-from .nodes import make_cifar2_labels, plot_cifar2_accuracy, train_cifar2
+from linearized_kedro import figures
+
+from .nodes import make_cifar2_labels, train_size_sweep
 
 
 def create_pipeline(**kwargs) -> Pipeline:
@@ -12,10 +14,10 @@ def create_pipeline(**kwargs) -> Pipeline:
                 make_cifar2_labels,
                 ["prepared_labels", "data_report"],
                 "cifar2_labels",
-                name="make_cifar2_labels",
+                name="make_labels",
             ),
             Node(
-                train_cifar2,
+                train_size_sweep,
                 [
                     "prepared_inputs",
                     "prepared_labels",
@@ -25,14 +27,22 @@ def create_pipeline(**kwargs) -> Pipeline:
                     "params:cifar2",
                     "params:seed",
                 ],
-                ["cifar2_results", "cifar2_histories", "cifar2_report"],
-                name="train_cifar2_size_sweep",
+                ["cifar2_results", "cifar2_histories"],
+                name="train_size_sweep",
             ),
             Node(
-                plot_cifar2_accuracy,
-                ["cifar2_results", "cifar2_report"],
+                figures.cifar2_accuracy_plot,
+                "cifar2_results",
                 "cifar2_accuracy_plot",
-                name="plot_cifar2_accuracy_vs_size",
+                name="plot_accuracy_vs_size",
             ),
-        ]
+            Node(
+                figures.cifar2_accuracy_plotly,
+                "cifar2_results",
+                "cifar2_accuracy_figure",
+                name="draw_accuracy_vs_size",
+            ),
+        ],
+        namespace="cifar2",
+        prefix_datasets_with_namespace=False,
     )

@@ -2,7 +2,7 @@
 
 from kedro.pipeline import Node, Pipeline
 
-from .nodes import load_and_prepare_data
+from .nodes import prepare
 
 
 def create_pipeline(**kwargs) -> Pipeline:
@@ -10,10 +10,17 @@ def create_pipeline(**kwargs) -> Pipeline:
     return Pipeline(
         [
             Node(
-                load_and_prepare_data,
+                prepare,
                 ["raw_images", "params:data"],
-                ["prepared_inputs", "prepared_labels", "sample_index", "data_report"],
-                name="load_and_prepare_data",
+                [
+                    "prepared_inputs",
+                    "prepared_labels",
+                    "prepared_sample_index",
+                    "data_report",
+                ],
+                name="prepare_data",
             ),
-        ]
+        ],
+        namespace="data",
+        prefix_datasets_with_namespace=False,
     )

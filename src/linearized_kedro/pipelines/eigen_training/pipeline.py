@@ -1,14 +1,16 @@
 """Wiring of ``eigen_training``.
 
-Tags split the pipeline for job arrays (docs/scaling.md): ``eigen_training_sweep``
-trains one partition of the index list and writes it to ``eigen_training_partitions``;
-``eigen_training_merge`` merges every partition into ``eigen_training_results`` and
-draws the main figure. A plain run does both, with one partition.
+Tags split the pipeline for job arrays (docs/scaling.md): ``eigen_training_sweep`` trains
+one partition of the index list into ``eigen_training_partitions``; ``eigen_training_merge``
+merges every partition into ``eigen_training_results`` and draws the main figure. A plain
+run does both, with one partition.
 """
 
 from kedro.pipeline import Node, Pipeline
 
-from .nodes import merge_partitions, plot_accuracy_vs_index, plot_alignment, train_partition
+from linearized_kedro import figures
+
+from .nodes import merge_partitions, train_partition
 
 
 def create_pipeline(**kwargs) -> Pipeline:
@@ -19,11 +21,11 @@ def create_pipeline(**kwargs) -> Pipeline:
                 [
                     "prepared_inputs",
                     "data_report",
+                    "prepared_sample_index",
                     "ntk_eigenvalues",
                     "ntk_eigenvectors",
                     "ntk_report",
                     "ntk_sample_index",
-                    "sample_index",
                     "ntk_init_params",
                     "params:model_config",
                     "params:eigen_training",
@@ -34,7 +36,7 @@ def create_pipeline(**kwargs) -> Pipeline:
                 [
                     "eigen_training_partitions",
                     "eigen_training_histories",
-                    "eigen_training_params",
+                    "eigen_training_trained_params",
                     "eigen_training_alignment",
                 ],
                 name="train_on_eigenfunctions",
@@ -49,22 +51,38 @@ def create_pipeline(**kwargs) -> Pipeline:
                     "params:linearize",
                 ],
                 "eigen_training_results",
-                name="merge_eigen_training_partitions",
+                name="merge_partitions",
                 tags=["eigen_training_merge"],
             ),
             Node(
-                plot_accuracy_vs_index,
-                ["eigen_training_results", "ntk_report"],
+                figures.eigen_accuracy_plot,
+                "eigen_training_results",
                 "eigen_training_accuracy_plot",
-                name="plot_accuracy_vs_eigen_index",
+                name="plot_accuracy_vs_index",
                 tags=["eigen_training_merge"],
             ),
             Node(
-                plot_alignment,
+                figures.eigen_accuracy_plotly,
+                "eigen_training_results",
+                "eigen_training_accuracy_figure",
+                name="draw_accuracy_vs_index",
+                tags=["eigen_training_merge"],
+            ),
+            Node(
+                figures.alignment_plot,
                 "eigen_training_alignment",
                 "eigen_training_alignment_plot",
                 name="plot_kernel_alignment",
                 tags=["eigen_training_sweep"],
             ),
-        ]
+            Node(
+                figures.alignment_plotly,
+                "eigen_training_alignment",
+                "eigen_training_alignment_figure",
+                name="draw_kernel_alignment",
+                tags=["eigen_training_sweep"],
+            ),
+        ],
+        namespace="eigen_training",
+        prefix_datasets_with_namespace=False,
     )

@@ -2,7 +2,9 @@
 
 from kedro.pipeline import Node, Pipeline
 
-from .nodes import plot_accuracy_vs_nad_index, train_on_nads
+from linearized_kedro import figures
+
+from .nodes import train_on_nads
 
 
 def create_pipeline(**kwargs) -> Pipeline:
@@ -11,8 +13,8 @@ def create_pipeline(**kwargs) -> Pipeline:
             Node(
                 train_on_nads,
                 [
-                    "nads",
-                    "nad_eigenvalues",
+                    "nads_directions",
+                    "nads_eigenvalues",
                     "nads_report",
                     "nads_init_params",
                     "params:model_config",
@@ -26,10 +28,18 @@ def create_pipeline(**kwargs) -> Pipeline:
                 name="train_on_nads",
             ),
             Node(
-                plot_accuracy_vs_nad_index,
-                ["nad_training_results", "nads_report"],
+                figures.nad_accuracy_plot,
+                "nad_training_results",
                 "nad_training_accuracy_plot",
-                name="plot_accuracy_vs_nad_index",
+                name="plot_accuracy_vs_index",
             ),
-        ]
+            Node(
+                figures.nad_accuracy_plotly,
+                "nad_training_results",
+                "nad_training_accuracy_figure",
+                name="draw_accuracy_vs_index",
+            ),
+        ],
+        namespace="nad_training",
+        prefix_datasets_with_namespace=False,
     )

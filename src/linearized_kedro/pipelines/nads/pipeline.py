@@ -2,35 +2,39 @@
 
 from kedro.pipeline import Node, Pipeline
 
-from .nodes import compute_nads, init_nad_network, plot_nad_spectrum, plot_nads
+from linearized_kedro import figures
+
+from .nodes import compute, plot_nads
 
 
 def create_pipeline(**kwargs) -> Pipeline:
     return Pipeline(
         [
             Node(
-                init_nad_network,
+                compute,
                 ["params:model_config", "params:nads", "params:seed"],
-                "nads_init_params",
-                name="init_nad_network",
-            ),
-            Node(
-                compute_nads,
-                ["nads_init_params", "params:model_config", "params:nads", "params:seed"],
-                ["nads", "nads_images", "nad_eigenvalues", "nads_report"],
+                [
+                    "nads_init_params",
+                    "nads_directions",
+                    "nads_images",
+                    "nads_eigenvalues",
+                    "nads_report",
+                ],
                 name="compute_nads",
             ),
             Node(
                 plot_nads,
                 ["nads_images", "nads_report", "params:nads"],
-                "nads_plot",
+                "nads_directions_plot",
                 name="plot_nads",
             ),
             Node(
-                plot_nad_spectrum,
-                ["nad_eigenvalues", "nads_report"],
+                figures.nad_spectrum_plot,
+                ["nads_eigenvalues", "nads_report"],
                 "nads_spectrum_plot",
-                name="plot_nad_spectrum",
+                name="plot_spectrum",
             ),
-        ]
+        ],
+        namespace="nads",
+        prefix_datasets_with_namespace=False,
     )

@@ -8,22 +8,18 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 import jax
-import matplotlib
+import numpy as np
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-
-from linearized_kedro.core import ntk as ntk_core  # noqa: E402
-from linearized_kedro.core import spectrum  # noqa: E402
-from linearized_kedro.core.fingerprint import fingerprint  # noqa: E402
-from linearized_kedro.core.models import (  # noqa: E402
+from linearized_kedro.core import ntk as ntk_core
+from linearized_kedro.core import spectrum
+from linearized_kedro.core.fingerprint import fingerprint
+from linearized_kedro.core.models import (
     ModelConfig,
     build_model,
     count_params,
     init_variables,
 )
-from linearized_kedro.pipelines.common import as_params  # noqa: E402
+from linearized_kedro.pipelines.common import as_params
 
 logger = logging.getLogger(__name__)
 
@@ -282,31 +278,3 @@ def release_gram_tiles(ntk_report: dict[str, Any], ntk_gram_tiles) -> None:
 def record_sample_index(sample_index: np.ndarray) -> np.ndarray:
     """The prepared samples' positions in the official order, stored with the spectrum."""
     return np.asarray(sample_index, np.int64)
-
-
-def plot_spectrum(ntk_eigenvalues: np.ndarray, ntk_report: dict[str, Any]):
-    """Eigenvalue against index (log-log), with the class balance of each eigenvector."""
-    values = np.asarray(ntk_eigenvalues)
-    index = np.arange(len(values))
-    fig, (ax, ax2) = plt.subplots(1, 2, figsize=(10, 4))
-    ax.loglog(index + 1, values, marker=".", lw=1)
-    ax.set_xlabel("eigenvalue index j + 1 (log)")
-    ax.set_ylabel("eigenvalue λ_j (log)")
-    cfg = ntk_report.get("model_config", {})
-    ax.set_title(
-        f"Empirical NTK spectrum: {cfg.get('name')} ({cfg.get('activation')}), "
-        f"{ntk_report.get('dataset')}, N={ntk_report.get('n')}"
-    )
-    ax.grid(True, which="both", alpha=0.3)
-    pos = np.asarray(ntk_report.get("positive_fraction", []))
-    if pos.size:
-        ax2.semilogx(np.arange(len(pos)) + 1, pos, marker=".", lw=1)
-        ax2.axhline(0.5, color="gray", ls="--", lw=1, label="balanced")
-        ax2.set_ylim(0, 1)
-        ax2.set_xlabel("eigenfunction index j + 1 (log)")
-        ax2.set_ylabel("fraction of label 1 (u_j > 0)")
-        ax2.set_title("Class balance of binarised eigenfunctions")
-        ax2.legend()
-        ax2.grid(True, which="both", alpha=0.3)
-    fig.tight_layout()
-    return fig

@@ -2,10 +2,11 @@
 
 from kedro.pipeline import Node, Pipeline
 
+from linearized_kedro import figures
+
 from .nodes import (
     compute_ntk_spectrum,
     init_network,
-    plot_spectrum,
     record_sample_index,
     release_gram_tiles,
 )
@@ -22,9 +23,9 @@ def create_pipeline(**kwargs) -> Pipeline:
             ),
             Node(
                 record_sample_index,
-                "sample_index",
+                "prepared_sample_index",
                 "ntk_sample_index",
-                name="record_ntk_sample_index",
+                name="record_sample_index",
             ),
             Node(
                 compute_ntk_spectrum,
@@ -38,7 +39,7 @@ def create_pipeline(**kwargs) -> Pipeline:
                     "ntk_gram_tiles",
                 ],
                 ["ntk_eigenvalues", "ntk_eigenvectors", "ntk_report"],
-                name="compute_ntk_spectrum",
+                name="compute_spectrum",
             ),
             Node(
                 release_gram_tiles,
@@ -47,10 +48,18 @@ def create_pipeline(**kwargs) -> Pipeline:
                 name="release_gram_tiles",
             ),
             Node(
-                plot_spectrum,
+                figures.spectrum_plot,
                 ["ntk_eigenvalues", "ntk_report"],
                 "ntk_spectrum_plot",
-                name="plot_ntk_spectrum",
+                name="plot_spectrum",
             ),
-        ]
+            Node(
+                figures.spectrum_plotly,
+                ["ntk_eigenvalues", "ntk_report"],
+                "ntk_spectrum_figure",
+                name="draw_spectrum",
+            ),
+        ],
+        namespace="ntk_spectrum",
+        prefix_datasets_with_namespace=False,
     )

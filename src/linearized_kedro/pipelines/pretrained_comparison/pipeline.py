@@ -2,7 +2,9 @@
 
 from kedro.pipeline import Node, Pipeline
 
-from .nodes import compare_init_and_pretrained_kernels, plot_comparison
+from linearized_kedro import figures
+
+from .nodes import compare_init_and_pretrained_kernels
 
 
 def create_pipeline(**kwargs) -> Pipeline:
@@ -13,11 +15,11 @@ def create_pipeline(**kwargs) -> Pipeline:
                 [
                     "prepared_inputs",
                     "data_report",
+                    "prepared_sample_index",
                     "ntk_eigenvalues",
                     "ntk_eigenvectors",
                     "ntk_report",
                     "ntk_sample_index",
-                    "sample_index",
                     "ntk_init_params",
                     "params:model_config",
                     "params:pretrained_comparison",
@@ -27,15 +29,17 @@ def create_pipeline(**kwargs) -> Pipeline:
                 [
                     "pretrained_comparison_results",
                     "pretrained_comparison_histories",
-                    "pretrained_comparison_params",
+                    "pretrained_comparison_trained_params",
                 ],
-                name="compare_init_and_pretrained_kernels",
+                name="compare_kernels",
             ),
             Node(
-                plot_comparison,
-                ["pretrained_comparison_results", "ntk_report"],
+                figures.comparison_plot,
+                "pretrained_comparison_results",
                 "pretrained_comparison_plot",
-                name="plot_pretrained_comparison",
+                name="plot_comparison",
             ),
-        ]
+        ],
+        namespace="pretrained_comparison",
+        prefix_datasets_with_namespace=False,
     )

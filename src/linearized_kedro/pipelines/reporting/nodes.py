@@ -13,22 +13,15 @@ import datetime as _dt
 import html
 import logging
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
-import matplotlib
+import numpy as np
+import pandas as pd
+from scipy.stats import spearmanr
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-from scipy.stats import spearmanr  # noqa: E402
-
-from linearized_kedro.core.plots import (  # noqa: E402
-    plot_accuracy_curves,
-    plot_eigenvalues,
-    plot_grouped_bars,
-    plot_missing,
-)
+from linearized_kedro import figures
+from linearized_kedro.core.config import Config, from_mapping
+from linearized_kedro.experiments.data import DataConfig
 
 logger = logging.getLogger(__name__)
 
@@ -41,7 +34,6 @@ class Experiment:
     title: str
     pipeline: str
     artifacts: tuple[str, ...]
-    figures: tuple[str, ...]
     claim: str
     keyed_by_dataset: bool = True
     needs: str | None = None
@@ -53,7 +45,6 @@ EXPERIMENTS: tuple[Experiment, ...] = (
         "Empirical NTK spectrum at initialisation",
         "ntk_spectrum",
         ("ntk_report", "ntk_eigenvalues"),
-        ("ntk_spectrum_plot",),
         "The eigenvalues of the NTK Gram span many orders of magnitude (LeNet on digits: "
         "λ0/λ1000 ≈ 10⁶, SPEC §2.3); its eigenvectors define tasks of graded difficulty.",
     ),
@@ -61,8 +52,7 @@ EXPERIMENTS: tuple[Experiment, ...] = (
         "eigen_training",
         "Eigenfunction benchmark: network vs linearisation",
         "eigen_training",
-        ("eigen_training_results",),
-        ("eigen_training_accuracy_plot", "eigen_training_alignment_plot"),
+        ("eigen_training_results", "eigen_training_alignment"),
         "Test accuracy falls with the eigenfunction index for both models, which rank the "
         "tasks alike (the linearisation ranks task difficulty); for CNNs the linearisation "
         "often beats the network (no universal non-linear advantage). After training on j, "
@@ -74,7 +64,6 @@ EXPERIMENTS: tuple[Experiment, ...] = (
         "Kernel at initialisation vs kernel after training",
         "pretrained_comparison",
         ("pretrained_comparison_results",),
-        ("pretrained_comparison_plot",),
         "A linear model with the NTK of the trained network generalises like the network, "
         "i.e. worse than the linear model with the NTK at θ0: kernel evolution causes the "
         "overfitting (SPEC §2.2).",
@@ -84,8 +73,7 @@ EXPERIMENTS: tuple[Experiment, ...] = (
         "nads",
         "Neural anisotropy directions (NADs)",
         "nads",
-        ("nads_report", "nad_eigenvalues"),
-        ("nads_plot", "nads_spectrum_plot"),
+        ("nads_report", "nads_eigenvalues", "nads_images"),
         "NADs are the singular vectors of ∂²f/∂θ∂x; they look like structured, "
         "Fourier-like patterns (SPEC §2.1 item 3).",
         keyed_by_dataset=False,
@@ -95,7 +83,6 @@ EXPERIMENTS: tuple[Experiment, ...] = (
         "Training on NAD-aligned separable data",
         "nad_training",
         ("nad_training_results",),
-        ("nad_training_accuracy_plot",),
         "Accuracy is high for the first NADs and drops for later ones, for the network and "
         "for its linearisation (SPEC §2.2).",
         keyed_by_dataset=False,
@@ -106,7 +93,6 @@ EXPERIMENTS: tuple[Experiment, ...] = (
         "CIFAR-2 (classes 0-4 vs 5-9): network vs linearisation by training-set size",
         "cifar2",
         ("cifar2_results",),
-        ("cifar2_accuracy_plot",),
         "On this natural task networks beat their linearisations (ResNet18 most); the gap "
         "depends on the number of training samples (SPEC §2.2).",
     ),
@@ -114,7 +100,7 @@ EXPERIMENTS: tuple[Experiment, ...] = (
 
 
 @dataclass(frozen=True)
-class ReportingParams:
+class ReportingParams(Config):
     """``reporting:`` parameters (``conf/base/parameters_reporting.yml``).
 
     Attributes:
@@ -122,6 +108,8 @@ class ReportingParams:
         max_scalars: how many scalar entries of a JSON report are listed.
         embed_figures: embed every pipeline's PNG figure in the HTML report.
     """
+
+    SECTION: ClassVar[str] = "reporting"
 
     top_eigenvalues: int = 5
     max_scalars: int = 12
@@ -139,8 +127,8 @@ class Section:
     facts: list[tuple[str, str]] = field(default_factory=list)
     table: pd.DataFrame | None = None
     table_caption: str = ""
-    figures: dict[str, bytes] = field(default_factory=dict)
     command: str = ""
+    versions: dict[str, str | None] = field(default_factory=dict)
 
 
 def run_command(experiment: Experiment, dataset: str, model: str) -> str:
@@ -254,7 +242,6 @@ def _section(
         experiment,
         found=any(value is not None for value in data.values()),
         command=run_command(experiment, dataset, model),
-        figures={n: results[n] for n in experiment.figures if results.get(n) is not None},
     )
     if not section.found:
         return section
@@ -283,8 +270,11 @@ def _section(
         section.facts = facts
     elif experiment.key in ("eigen_training", "nad_training", "pretrained_comparison"):
         table = data[experiment.artifacts[0]]
-        kind_column = _first_column(table, ("kind", "model")) or "kind"
-        index_column = _first_column(table, ("label_idx", "nad_idx", "index")) or table.columns[0]
+        kind_column = "kind"
+        index_column = (
+            _first_column(table, ("task_value", "label_idx", "nad_idx", "index"))
+            or table.columns[0]
+        )
         section.table = accuracy_table(table, index_column, kind_column)
         section.table_caption = f"Test accuracy by {index_column} and model"
         section.facts = _ranking_facts(table, index_column, kind_column)
@@ -292,7 +282,7 @@ def _section(
             section.facts.append(("diverged runs", str(int(table["diverged"].astype(bool).sum()))))
     elif experiment.key == "nads":
         report = data["nads_report"] or {}
-        values = data["nad_eigenvalues"]
+        values = data["nads_eigenvalues"]
         facts = _scalars(report, params.max_scalars)
         if values is not None:
             values = np.asarray(values, np.float64)
@@ -303,10 +293,10 @@ def _section(
         section.facts = facts
     elif experiment.key == "cifar2":
         table = data["cifar2_results"]
-        section.table = accuracy_table(table, "num_train")
+        section.table = accuracy_table(table, "task_value")
         if "train_accuracy" in table:
             train = table.pivot_table(
-                index="num_train",
+                index="task_value",
                 columns="kind",
                 values="train_accuracy",
                 aggfunc="first",
@@ -316,7 +306,7 @@ def _section(
                 section.table[f"train acc ({column})"] = train[column]
         section.table_caption = "Accuracy by training-set size and model"
         pivot = table.pivot_table(
-            index="num_train", columns="kind", values="test_accuracy", aggfunc="first"
+            index="task_value", columns="kind", values="test_accuracy", aggfunc="first"
         )
         if {"network", "linear"} <= set(pivot.columns):
             gap = (pivot["network"] - pivot["linear"]).dropna()
@@ -324,72 +314,38 @@ def _section(
     return section
 
 
+# Summary-figure panels (figures.PANELS) of each experiment.
+_PANELS = {
+    "spectrum": ("spectrum",),
+    "eigen_training": ("eigen_accuracy", "alignment"),
+    "pretrained_comparison": ("comparison",),
+    "nads": ("nad_spectrum", "nad_images"),
+    "nad_training": ("nad_accuracy",),
+    "cifar2": ("cifar2_accuracy",),
+}
+
+
 def _summary_figure(sections: list[Section], results: dict[str, Any], title: str):
-    fig, axes = plt.subplots(2, 3, figsize=(17, 9.5))
-    by_key = {s.experiment.key: s for s in sections}
-    panels = dict(zip([e.key for e in EXPERIMENTS], axes.ravel(), strict=True))
-    for key, ax in panels.items():
-        section = by_key[key]
-        if not section.found:
-            plot_missing(f"not run yet:\n{section.command}", title=section.experiment.title, ax=ax)
-            continue
-        if key == "spectrum":
-            values = results.get("ntk_eigenvalues")
-            if values is None:
-                values = (results.get("ntk_report") or {}).get("eigenvalues", [])
-            plot_eigenvalues(values, title="NTK spectrum at θ0", ax=ax)
-        elif key == "nads":
-            values = results.get("nad_eigenvalues")
-            if values is None:
-                plot_missing("nad_eigenvalues missing", title="NAD spectrum", ax=ax)
-            else:
-                plot_eigenvalues(
-                    values, title="NAD spectrum (σ² of ∂²f/∂θ∂x)", ylabel="σ_j²", ax=ax
-                )
-        elif key == "pretrained_comparison":
-            table = results[section.experiment.artifacts[0]]
-            kind_column = _first_column(table, ("model", "kind")) or "model"
-            group = _first_column(table, ("label_idx", "index")) or table.columns[0]
-            plot_grouped_bars(
-                table,
-                group,
-                kind_column=kind_column,
-                title="Test accuracy: NN vs kernel at θ0 vs at θ_end",
-                ax=ax,
-            )
-        else:
-            table = results[section.experiment.artifacts[0]]
-            kind_column = _first_column(table, ("kind", "model")) or "kind"
-            if key == "cifar2":
-                plot_accuracy_curves(
-                    table,
-                    "num_train",
-                    kind_column=kind_column,
-                    xlabel="training-set size",
-                    baseline=_first_column(table, ("majority_baseline_test",)),
-                    title="CIFAR-2: accuracy vs training-set size",
-                    ax=ax,
-                )
-            else:
-                index = _first_column(table, ("label_idx", "nad_idx", "index")) or "label_idx"
-                plot_accuracy_curves(
-                    table,
-                    index,
-                    kind_column=kind_column,
-                    x_offset=1 if key == "eigen_training" else 0,
-                    xscale="log" if key == "eigen_training" else "symlog",
-                    xlabel="eigenfunction index j + 1" if key == "eigen_training" else "NAD index",
-                    baseline=_first_column(table, ("majority_baseline_test",))
-                    or (0.5 if key == "nad_training" else None),
-                    title=(
-                        "Eigenfunction benchmark" if key == "eigen_training" else "Training on NADs"
-                    )
-                    + ": accuracy by task index",
-                    ax=ax,
-                )
-    fig.suptitle(title)
-    fig.tight_layout()
-    return fig
+    missing = {
+        panel: f"not run yet:\n{s.command}"
+        for s in sections
+        if not s.found
+        for panel in _PANELS[s.experiment.key]
+    }
+    return figures.summary_plot(
+        ntk_eigenvalues=results.get("ntk_eigenvalues"),
+        ntk_report=results.get("ntk_report"),
+        eigen_results=results.get("eigen_training_results"),
+        alignment=results.get("eigen_training_alignment"),
+        comparison_results=results.get("pretrained_comparison_results"),
+        nad_eigenvalues=results.get("nads_eigenvalues"),
+        nads_report=results.get("nads_report"),
+        nad_images=results.get("nads_images"),
+        nad_results=results.get("nad_training_results"),
+        cifar2_results=results.get("cifar2_results"),
+        missing=missing,
+        title=title,
+    )
 
 
 def _render_markdown(sections: list[Section], header: list[str]) -> str:
@@ -413,11 +369,11 @@ def _render_markdown(sections: list[Section], header: list[str]) -> str:
         lines += [f"- {name}: {value}" for name, value in s.facts]
         if s.table is not None:
             lines += ["", f"{s.table_caption}:", "", markdown_table(s.table)]
-        if s.figures:
+        if s.versions:
             lines += [
                 "",
-                "Figures (latest versions, embedded in the HTML report): "
-                + ", ".join(f"`{name}`" for name in s.figures),
+                "Versions read: "
+                + ", ".join(f"`{name}` {version or 'n/a'}" for name, version in s.versions.items()),
             ]
     return "\n".join(lines) + "\n"
 
@@ -450,8 +406,9 @@ def _render_html(
         if s.table is not None:
             body.append(f"<p>{esc(s.table_caption)}</p>")
             body.append(s.table.to_html(float_format=lambda v: f"{v:.4g}", na_rep="failed"))
-        if embed:
-            body += [_png_tag(data, name) for name, data in s.figures.items()]
+        if s.versions:
+            listing = ", ".join(f"{n} {v or 'n/a'}" for n, v in s.versions.items())
+            body.append(f"<p><small>Versions read: {esc(listing)}</small></p>")
     style = (
         "body{font-family:sans-serif;max-width:1100px;margin:auto}"
         "table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:2px 6px}"
@@ -463,30 +420,31 @@ def _render_html(
 
 
 def summarize_experiments(
-    experiment_results: dict[str, Any],
-    data: dict[str, Any],
+    artifact_versions: dict[str, str | None],
+    data: DataConfig,
     model: str,
     reporting: ReportingParams,
+    **artifacts: Any,
 ) -> tuple[str, str, Any]:
     """Markdown report, self-contained HTML report and summary figure of all results.
 
     Args:
-        experiment_results: name → latest artifact or ``None`` (``ResultsCollectionDataset``).
+        artifact_versions: name → the version read (``hooks.upstream``).
         data: the ``data`` parameters (``dataset`` names the prepared dataset).
         model: the selected model preset name.
         reporting: report settings.
+        artifacts: every experiment's artifacts (``EXPERIMENTS``), ``None`` where the
+            experiment has not run.
 
     Returns:
         (markdown text, HTML text, matplotlib figure).
     """
-    params = (
-        reporting
-        if isinstance(reporting, ReportingParams)
-        else ReportingParams(**dict(reporting or {}))
-    )
-    dataset = str((data or {}).get("dataset"))
-    results = dict(experiment_results or {})
+    params = from_mapping(ReportingParams, reporting)
+    dataset = data.dataset
+    results = dict(artifacts)
     sections = [_section(e, results, params, dataset, str(model)) for e in EXPERIMENTS]
+    for section in sections:
+        section.versions = {n: artifact_versions.get(n) for n in section.experiment.artifacts}
     found = [s.experiment.pipeline for s in sections if s.found]
     missing = [s.experiment.pipeline for s in sections if not s.found]
     logger.info("Summary of %s on %s: found %s; not run: %s", model, dataset, found, missing)
@@ -495,7 +453,7 @@ def summarize_experiments(
         f"# {title}",
         "",
         f"Generated {_dt.datetime.now(_dt.UTC).strftime('%Y-%m-%d %H:%M UTC')} from the "
-        f"latest stored results of model `{model}` on dataset `{dataset}` (NADs: model "
+        f"stored results of model `{model}` on dataset `{dataset}` (NADs: model "
         f"`{model}`, synthetic data). {len(found)} of {len(sections)} experiments found.",
     ]
     figure = _summary_figure(sections, results, title)

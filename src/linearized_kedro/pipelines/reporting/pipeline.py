@@ -1,18 +1,35 @@
-"""Wiring of ``reporting``."""
+"""Wiring of ``reporting``: every experiment's artifacts, through the catalog, to one summary.
+
+The summary node reads the experiments' own catalog entries (so ``--load-versions`` pins
+apply and Kedro-Viz draws the lineage); an experiment that has not run reads as ``None``
+(``hooks.upstream``).
+"""
 
 from kedro.pipeline import Node, Pipeline
 
-from .nodes import summarize_experiments
+from linearized_kedro.hooks.upstream import TOLERATES_MISSING, VERSIONS_DATASET
+
+from .nodes import EXPERIMENTS, summarize_experiments
 
 
 def create_pipeline(**kwargs) -> Pipeline:
+    artifacts = {name: name for e in EXPERIMENTS for name in e.artifacts}
     return Pipeline(
         [
             Node(
                 summarize_experiments,
-                ["experiment_results", "params:data", "params:model", "params:reporting"],
-                ["summary_report", "summary_report_html", "summary_figure"],
+                {
+                    "artifact_versions": VERSIONS_DATASET,
+                    "data": "params:data",
+                    "model": "params:model",
+                    "reporting": "params:reporting",
+                    **artifacts,
+                },
+                ["summary_markdown", "summary_html", "summary_plot"],
                 name="summarize_experiments",
+                tags=[TOLERATES_MISSING],
             ),
-        ]
+        ],
+        namespace="reporting",
+        prefix_datasets_with_namespace=False,
     )

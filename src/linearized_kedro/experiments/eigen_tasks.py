@@ -1,0 +1,304 @@
+"""The NTK-eigenfunction benchmark: train on sign(u_j), network vs linearisation (SPEC §3.2).
+
+For each index j the labels are the signs of the j-th eigenvector of the NTK Gram at θ0
+(``core.tasks.binarize_eigenfunction``); every task starts from the same θ0 with the same
+training key (the original's batch order), and each requested model kind is trained on it.
+For network runs the end kernel's alignment with the initial eigenvectors is measured
+(SPEC §3.2 step 5).
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
+from typing import Any, ClassVar, Literal
+
+import jax
+import numpy as np
+import pandas as pd
+
+from linearized_kedro.core import alignment as alignment_core
+from linearized_kedro.core.config import Config, ConfigError
+from linearized_kedro.core.fingerprint import fingerprint
+from linearized_kedro.core.models import ModelConfig, build_model
+from linearized_kedro.core.sharding import partition_key
+from linearized_kedro.core.tasks import binarize_eigenfunction
+from linearized_kedro.core.train import TrainConfig, train_sweep
+from linearized_kedro.experiments import results
+from linearized_kedro.experiments.common import check_seed, index_list, model_kinds
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class EigenTasksConfig(Config):
+    """``eigen_training:`` parameters (``conf/base/parameters_eigen_training.yml``).
+
+    Attributes:
+        label_idx: eigenfunction index j, or a list of them (each < the spectrum's k).
+        linearize: ``false`` (network), ``true`` (linearisation) or ``both``.
+        alignment: measure the end kernel's alignment for network runs.
+        sweep_strategy: how tasks share compiled programs (``core.train.resolve_strategy``).
+        progress: progress bars while training.
+        partition, num_partitions: job-array sharding of the index list (docs/scaling.md):
+            job ``partition`` trains every ``num_partitions``-th index from that position.
+        train: the optimiser and schedule (SPEC §1.6).
+    """
+
+    SECTION: ClassVar[str] = "eigen_training"
+
+    label_idx: int | tuple[int, ...] = (1, 2, 5, 10, 20, 50)
+    linearize: bool | str = "both"
+    alignment: bool = True
+    sweep_strategy: Literal["auto", "vmap", "chunked", "sequential"] = "auto"
+    progress: bool = True
+    partition: int | None = None
+    num_partitions: int = 1
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    def validate(self) -> None:
+        index_list(self.label_idx, f"{self.SECTION}.label_idx")
+        model_kinds(self.linearize, f"{self.SECTION}.linearize")
+        if self.num_partitions < 1:
+            raise ConfigError(f"{self.SECTION}.num_partitions must be >= 1.")
+        if self.partition is not None and not 0 <= self.partition < self.num_partitions:
+            raise ConfigError(
+                f"{self.SECTION}.partition must be in 0..{self.num_partitions - 1} "
+                f"(num_partitions={self.num_partitions}); got {self.partition}."
+            )
+
+    @property
+    def indices(self) -> tuple[int, ...]:
+        return index_list(self.label_idx, f"{self.SECTION}.label_idx")
+
+    @property
+    def kinds(self) -> tuple[str, ...]:
+        return model_kinds(self.linearize, f"{self.SECTION}.linearize")
+
+
+def check_spectrum_matches(
+    ntk_report: dict[str, Any],
+    spectrum_sample_index: np.ndarray,
+    sample_index: np.ndarray,
+    model_cfg: Any,
+    data_report: dict[str, Any],
+    variables0: Any = None,
+) -> None:
+    """Refuses a spectrum made for another model, dataset, sample order or θ0 (SPEC §4 item 2).
+
+    Args:
+        ntk_report: the spectrum's report (model config, dataset, split, θ0 fingerprint).
+        spectrum_sample_index: (N,) sample order the spectrum was computed on.
+        sample_index: (N,) sample order of the prepared data of this run.
+        model_cfg: the model preset of this run.
+        data_report: the prepared data's report.
+        variables0: θ0 loaded beside the spectrum (checked against its fingerprint).
+    """
+    config = ModelConfig.from_dict(model_cfg).to_dict()
+    stored = ntk_report.get("model_config")
+    if stored != config:
+        raise ValueError(
+            f"The stored NTK spectrum was computed for model config {stored}, but this run "
+            f"uses {config}. Run `kedro run --pipelines ntk_spectrum` with the same --params "
+            "(model, models.*) first, or pin a matching spectrum with --load-versions."
+        )
+    if ntk_report.get("dataset") != data_report.get("dataset") or not np.array_equal(
+        np.asarray(spectrum_sample_index), np.asarray(sample_index)
+    ):
+        raise ValueError(
+            "The stored NTK spectrum was computed on different samples "
+            f"(dataset {ntk_report.get('dataset')!r}, N={len(spectrum_sample_index)}) than "
+            f"the prepared data of this run (dataset {data_report.get('dataset')!r}, "
+            f"N={len(sample_index)}). Rerun ntk_spectrum with the same data.* parameters."
+        )
+    if int(ntk_report["num_train"]) != int(data_report["num_train"]):
+        raise ValueError("The spectrum's train/test split differs from the prepared data's.")
+    expected = ntk_report.get("init_params_fingerprint")
+    if variables0 is not None and expected and fingerprint(variables0) != expected:
+        raise ValueError(
+            "The stored θ0 is not the θ0 whose NTK was decomposed (an interrupted "
+            "ntk_spectrum run?). Rerun ntk_spectrum, or pin matching versions of "
+            "ntk_spectrum.init_params and ntk_spectrum.report with --load-versions."
+        )
+
+
+def eigen_labels(eigenvectors: np.ndarray, indices: tuple[int, ...]) -> np.ndarray:
+    """(T, N) float32 0/1 labels, one row per index (``binarize_eigenfunction``)."""
+    return np.stack([binarize_eigenfunction(eigenvectors, j) for j in indices])
+
+
+def train_eigen_tasks(
+    inputs: np.ndarray,
+    num_train: int,
+    eigenvalues: np.ndarray,
+    eigenvectors: np.ndarray,
+    variables0: Any,
+    model_cfg: Any,
+    config: EigenTasksConfig,
+    *,
+    seed: int,
+    dataset: str,
+) -> results.TaskResults:
+    """Trains every requested kind on every requested eigenfunction (SPEC §3.2).
+
+    Args:
+        inputs: (N, H, W, C) float32, train rows first (the samples of the spectrum).
+        num_train: number of leading train rows.
+        eigenvalues: (k,) descending; eigenvectors: (k, N) rows.
+        variables0: θ0 the spectrum was computed at (``{'params': ..., [...]}``).
+        model_cfg: the model preset θ0 belongs to.
+        config: the experiment's settings (shortcuts already applied).
+        seed: integer seed; ``train_key = split(key(seed))[0]`` for every task.
+        dataset: dataset name (recorded in the table).
+
+    Returns:
+        ``TaskResults`` with the results table (task_axis ``eigen_index``), histories,
+        trained parameters and, in ``extras['alignment']``, the kernel alignment of the
+        network runs (PLAN "Kernel alignment" contract).
+    """
+    seed = check_seed(seed)
+    indices = config.indices
+    k = int(np.shape(eigenvectors)[0])
+    too_big = [j for j in indices if j >= k]
+    if too_big:
+        raise ConfigError(
+            f"eigen_training.label_idx {too_big} out of range: the spectrum has k={k} "
+            f"eigenvectors (indices 0..{k - 1}). Use smaller indices or rerun ntk_spectrum "
+            f"with --params ntk.num_eigvecs={max(too_big) + 1} or more."
+        )
+    cfg_model = ModelConfig.from_dict(model_cfg)
+    module = build_model(cfg_model)
+    x = np.asarray(inputs, np.float32)
+    labels = eigen_labels(eigenvectors, indices)
+    train_x, test_x = x[:num_train], x[num_train:]
+    train_key, _ = jax.random.split(jax.random.key(seed))
+    keys = jax.numpy.stack([train_key] * len(indices))
+    settings = results.RunSettings(
+        experiment="eigen_training",
+        dataset=dataset,
+        model=cfg_model.name,
+        activation=cfg_model.activation,
+        task_axis="eigen_index",
+        num_train=num_train,
+        num_test=x.shape[0] - num_train,
+        seed=seed,
+        train=asdict(config.train),
+        num_eigvecs=k,
+    )
+    out = results.TaskResults(table=None)
+    rows = []
+    networks: dict[int, Any] = {}
+    for kind in config.kinds:
+        logger.info(
+            "Training %s on eigenfunctions %s (%d epochs)", kind, indices, config.train.epochs
+        )
+        trained = train_sweep(
+            module,
+            variables0,
+            kind,
+            train_x,
+            labels[:, :num_train],
+            test_x,
+            labels[:, num_train:],
+            config.train,
+            keys,
+            strategy=config.sweep_strategy,
+            progress=config.progress,
+        )
+        for j, y, result in zip(indices, labels, trained, strict=True):
+            name = results.run_name(kind, j)
+            rows.append(
+                results.task_row(
+                    settings,
+                    kind=kind,
+                    task_value=j,
+                    labels_train=y[:num_train],
+                    labels_test=y[num_train:],
+                    final=result.final,
+                    diverged=result.diverged,
+                    eigenvalue=float(eigenvalues[j]),
+                )
+            )
+            out.histories[name] = {k_: np.asarray(v).tolist() for k_, v in result.history.items()}
+            if result.diverged:
+                logger.error("Training %s diverged (NaN/Inf loss); reported as failed.", name)
+                continue
+            variables = jax.tree_util.tree_map(
+                np.asarray, {"params": result.params, **(result.state or {})}
+            )
+            out.params[name] = variables
+            if kind == "network":
+                networks[j] = variables
+    out.table = results.results_table(rows)
+    # The end kernel of every trained network against the kernel at θ0 (SPEC §3.2 step 5).
+    if not (config.alignment and networks):
+        out.extras["alignment"] = {
+            "eigenvalues": np.asarray(eigenvalues, np.float64).tolist(),
+            "runs": {},
+            "settings": {"train": settings.train, "seed": seed, "indices": []},
+        }
+        return _warn_degenerate(out)
+    out.extras["alignment"] = alignment_core.kernel_rotation(
+        module,
+        variables0,
+        networks,
+        x,
+        np.asarray(eigenvectors),
+        np.arange(num_train),
+        np.arange(num_train, x.shape[0]),
+        eigenvalues=eigenvalues,
+        settings={"train": settings.train, "seed": seed},
+    )
+    return _warn_degenerate(out)
+
+
+def _warn_degenerate(out: results.TaskResults) -> results.TaskResults:
+    degenerate = sorted(set(out.table.loc[out.table["degenerate"], "task_value"]))
+    if degenerate:
+        logger.warning(
+            "Eigenfunctions %s have a single sign: one-class tasks, accuracy is trivial.",
+            degenerate,
+        )
+    return out
+
+
+def merge_partition_tables(partitions: Mapping[str, Any], config: EigenTasksConfig) -> pd.DataFrame:
+    """One results table from the partitions of a job-array sweep (docs/scaling.md).
+
+    Args:
+        partitions: ``{'part-PPP-of-NNN': table or loader}`` as a PartitionedDataset loads
+            it; partitions of another ``num_partitions`` are ignored.
+        config: the sweep's settings (``num_partitions``, indices, kinds, epochs).
+
+    Returns:
+        The table one process would have produced.
+
+    Raises:
+        ValueError: missing partitions, or partitions from another sweep.
+    """
+    n = config.num_partitions
+    expected = {partition_key(p, n) for p in range(n)}
+    pattern = re.compile(rf"part-\d{{3}}-of-{n:03d}$")
+    found = {k.rsplit("/", 1)[-1]: v for k, v in partitions.items() if pattern.search(k)}
+    missing = sorted(expected - set(found))
+    if missing:
+        raise ValueError(
+            f"Cannot merge the eigen_training sweep: partitions {missing} of {n} are missing "
+            f"(found {sorted(found)}). Run each missing one with `kedro run --pipelines "
+            "eigen_training --tags eigen_training_sweep --params "
+            f"eigen_training.partition=<p>,eigen_training.num_partitions={n}` first."
+        )
+    tables = [found[k]() if callable(found[k]) else found[k] for k in sorted(expected)]
+    table = results.conform(pd.concat(tables, ignore_index=True))
+    want = {(j, kind) for j in config.indices for kind in config.kinds}
+    have = list(zip(table["task_value"].astype(int), table["kind"].astype(str), strict=True))
+    if set(have) != want or len(have) != len(want) or table["epochs"].nunique() > 1:
+        raise ValueError(
+            f"The {n} partitions hold tasks {sorted(have)} (epochs "
+            f"{sorted(set(table['epochs']))}), but this sweep expects {sorted(want)} with one "
+            "epoch count: they come from another sweep. Delete the folder "
+            "data/07_model_output/<dataset>/<model>/eigen_training_partitions and rerun."
+        )
+    return results.results_table(table.to_dict("records"))
