@@ -24,8 +24,8 @@ os.environ.setdefault("KEDRO_MP_CONTEXT", "spawn")
 
 # Before the first node, pluggy calls the hook registered *last* first: parameters are
 # validated (a bad command writes nothing), then the run claims its id and pins its
-# inputs to complete upstream runs (hooks/runs.py), then every artifact gets its
-# provenance (hooks/provenance.py), then missing upstream artifacts are reported.
+# inputs to complete upstream runs (hooks/runs.py), then missing upstream artifacts are
+# reported; every artifact gets its provenance last (hooks/provenance.py, `trylast`).
 # Figures need no hook: they are built without pyplot (no global state).
 HOOKS = (
     JaxRuntimeHook(),

@@ -123,3 +123,17 @@ def test_runs_with_the_same_session_id_get_distinct_versions(tmp_path):
     run(tmp_path / "plain", UP, session_id=S1)
     with pytest.raises(DatasetError, match="must not exist"):
         run(tmp_path / "plain", UP, session_id=S1)
+
+
+def test_project_hooks_run_in_order_validation_runs_upstream_provenance():
+    from kedro.framework.hooks.manager import _create_hook_manager
+
+    from linearized_kedro.settings import HOOKS
+
+    manager = _create_hook_manager()
+    for hook in HOOKS:
+        manager.register(hook)
+    impls = manager.hook.before_pipeline_run.get_hookimpls()
+    called = [type(i.plugin).__name__ for i in reversed(impls) if not i.wrapper]
+    order = ["ParameterValidationHook", "RunsHook", "UpstreamArtifactsHook", "ProvenanceHook"]
+    assert [name for name in called if name in order] == order

@@ -95,7 +95,8 @@ def provenance_record(
 class ProvenanceHook:
     """Gives every project dataset of the run its provenance record before the first node."""
 
-    @hook_impl
+    # Last: after RunsHook has claimed the run and pinned its inputs.
+    @hook_impl(trylast=True)
     def before_pipeline_run(self, run_params: dict[str, Any], pipeline, catalog) -> None:
         plan = run_plan(catalog)
         if plan is None:  # no RunsHook: still record what the run knows
