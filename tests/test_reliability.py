@@ -391,7 +391,7 @@ def test_repeated_runs_store_prepared_data_and_theta0_once(lab):
         assert len({f.stat().st_ino for f in files}) == 1, suffix
     # Negative control: the reports (timings differ per run) are separate files.
     reports = stored(lab.artifact("ntk_spectrum", "report.json"))
-    assert len({f.stat().st_ino for f in reports}) == len(reports) > 10
+    assert len({f.stat().st_ino for f in reports}) == len(reports) > 5
 
 
 def test_fault_ledger(lab):
