@@ -373,7 +373,7 @@ def test_a_missing_load_versions_pin_lists_the_versions_that_exist(lab):
     missing = "1999-01-01T00.00.00.000Z"
     rc, log = lab.run("eigen_training", None, PARAMS, "--load-versions", f"{name}:{missing}")
     flat = " ".join(log.split())
-    assert rc == 1 and f"{name}:{missing} does not exist" in flat
+    assert rc == 1 and f"{name}:{missing}: no such version" in flat
     assert f"{stored.parent.name} (complete)" in flat and "(incomplete)" in flat
     assert not list(lab.data.rglob(f"{lab.last_run()['run_id']}/*.npy"))  # nothing written
 

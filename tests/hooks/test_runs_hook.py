@@ -94,7 +94,7 @@ def test_a_pin_that_does_not_exist_lists_the_versions_that_do(tmp_path):
     with pytest.raises(MissingVersionError) as info:
         run(tmp_path, DOWN, hooks=project_hooks(tmp_path), load_versions={"a": missing})
     message = str(info.value)
-    assert f"a:{missing} does not exist" in message
+    assert f"a:{missing}: no such version" in message
     assert f"{S2} (incomplete), {S1} (complete)" in message
 
 

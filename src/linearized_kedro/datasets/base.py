@@ -261,7 +261,7 @@ class ArtifactDataset(AbstractVersionedDataset):
         path = get_filepath_str(self._get_load_path(), self._protocol)
         if pinned and not self._fs.exists(path):
             raise VersionNotFoundError(
-                f"Version {pinned!r} of {self._filepath} does not exist; "
+                f"Version {pinned!r} of {self._filepath}: no such version; "
                 f"{self.describe_versions()}."
             )
         if pinned and self._version is not None and pinned != self._run_id:

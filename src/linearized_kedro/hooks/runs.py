@@ -220,7 +220,7 @@ def check_pins(datasets: dict[str, Any], load_versions: dict[str, str]) -> None:
             if hasattr(dataset, "describe_versions")
             else ", ".join(dataset.list_versions(full_path=False)[:8]) or "none stored"
         )
-        problems.append(f"- {name}:{version} does not exist; {listing}.")
+        problems.append(f"- {name}:{version}: no such version; {listing}.")
     if problems:
         raise MissingVersionError(
             "--load-versions names versions that do not exist:\n"
