@@ -402,6 +402,7 @@ def test_fault_ledger(lab):
         "blocked projects": lab.counts["blocked"],
         "mixed runs": lab.counts["mixed"],
         "artifacts lost": lab.counts["lost"],
+        "saves": {k: len(v) for k, v in lab.saves.items()},
         "seconds": {k: round(v, 1) for k, v in lab.seconds.items()},
     }
     print("\nfault ledger:", json.dumps(summary))
