@@ -6,7 +6,8 @@ import warnings
 from linearized_kedro.hooks import (
     JaxRuntimeHook,
     ParameterValidationHook,
-    RunMetadataHook,
+    ProvenanceHook,
+    RunsHook,
     UpstreamArtifactsHook,
 )
 from linearized_kedro.hooks.config import model_preset
@@ -21,12 +22,16 @@ warnings.filterwarnings(
 # ParallelRunner reads this variable to choose how it starts its workers.
 os.environ.setdefault("KEDRO_MP_CONTEXT", "spawn")
 
-# Checks run before the first node (validation, then upstream artifacts): a bad command
-# writes nothing. Figures need no hook: they are built without pyplot (no global state).
+# Before the first node, pluggy calls the hook registered *last* first: parameters are
+# validated (a bad command writes nothing), then the run claims its id and pins its
+# inputs to complete upstream runs (hooks/runs.py), then missing upstream artifacts are
+# reported; every artifact gets its provenance last (hooks/provenance.py, `trylast`).
+# Figures need no hook: they are built without pyplot (no global state).
 HOOKS = (
     JaxRuntimeHook(),
-    RunMetadataHook(),
     UpstreamArtifactsHook(),
+    ProvenanceHook(),
+    RunsHook(),
     ParameterValidationHook(),
 )
 
