@@ -117,7 +117,9 @@ def test_orphaned_tiles_go_live_and_recent_ones_stay(tmp_path):
     recent_store.put((0, 0), np.eye(2))
     recent_store.lease_path.unlink()
     removals = plan_gc(root)
-    assert [(i.path.name, i.reason) for i in removals] == [("orphan", "Gram tiles no live run uses")]
+    assert [(i.path.name, i.reason) for i in removals] == [
+        ("orphan", "Gram tiles no live run uses")
+    ]
     apply_gc(removals)
     assert sorted(p.name for p in tiles.iterdir() if p.is_dir()) == ["inuse", "recent"]
 
