@@ -86,43 +86,6 @@ def test_same_seed_same_artifacts(digits_project):
     np.testing.assert_array_equal(first, last)
 
 
-def test_eigen_training_and_pretrained_comparison(digits_project):
-    run_kedro(
-        digits_project,
-        "run",
-        "--env",
-        "test",
-        "--pipelines",
-        "eigen_training",
-        "--params",
-        "model=mlp,data.dataset=digits",
-    )
-    base = "data/07_model_output/digits/mlp"
-    import pandas as pd
-
-    table = pd.read_csv(_latest(digits_project, f"{base}/eigen_training_results.csv"))
-    assert set(table["kind"]) == {"network", "linear"}
-    assert sorted(table["task_value"].unique()) == [1, 5]
-    assert table["test_accuracy"].between(0, 1).all()
-    assert _latest(
-        digits_project, "data/08_reporting/digits/mlp/eigen_training_accuracy.png"
-    ).exists()
-    run_kedro(
-        digits_project,
-        "run",
-        "--env",
-        "test",
-        "--pipelines",
-        "pretrained_comparison",
-        "--params",
-        "model=mlp,data.dataset=digits",
-    )
-    table = pd.read_csv(
-        _latest(digits_project, "data/07_model_output/digits/mlp/pretrained_comparison_results.csv")
-    )
-    assert sorted(table["kind"]) == ["linear_init", "linear_pretrained", "network"]
-
-
 def test_single_task_shortcut_params(digits_project):
     run_kedro(
         digits_project,
