@@ -3,6 +3,8 @@
 import os
 import warnings
 
+from omegaconf.resolvers import oc
+
 from linearized_kedro.hooks import (
     JaxRuntimeHook,
     ParameterValidationHook,
@@ -16,6 +18,9 @@ from linearized_kedro.hooks.config import model_preset
 warnings.filterwarnings(
     "ignore", message=r"register_new_resolver\(\) is deprecated", category=UserWarning
 )
+# Kedro-Viz 12.5's import of a FastAPI response class FastAPI now deprecates (every
+# `kedro viz` / `kedro view` start).
+warnings.filterwarnings("ignore", message=r"ORJSONResponse is deprecated")
 
 # JAX is multithreaded: a process forked after JAX initialised can hang. Kedro's
 # ParallelRunner reads this variable to choose how it starts its workers.
@@ -36,6 +41,7 @@ CONFIG_LOADER_ARGS = {
     # `conf/<env>` overrides single keys (e.g. `ntk.num_eigvecs`) instead of whole blocks.
     "merge_strategy": {"parameters": "soft", "globals": "soft"},
     # `model_config: ${model_preset:${model}}` in parameters.yml (an unknown model is an
-    # error listing the presets).
-    "custom_resolvers": {"model_preset": model_preset},
+    # error listing the presets); `${oc.env:...}` in globals.yml (Kedro enables it only for
+    # credentials): LINEARIZED_KEDRO_MODEL / _DATASET choose the default run.
+    "custom_resolvers": {"model_preset": model_preset, "oc.env": oc.env},
 }
