@@ -1,24 +1,26 @@
 """Kedro-Viz shows the run the user made: on the built files, by rerunning, and in a browser.
 
 One project copy runs the README's command ``kedro run --pipelines ntk_spectrum --params
-model=lenet,data.dataset=digits`` (tiny ``conf/test`` sizes, ``KEDRO_ENV=test``) and a
-one-task ``eigen_training`` (a results table), then:
+model=lenet,data.dataset=digits`` together with a one-task ``eigen_training`` (a results
+table), tiny ``conf/test`` sizes, then:
 
+- the README's viewing command ``kedro view --params model=lenet,data.dataset=digits``
+  (``linearized_kedro.cli``) serves that run: its eigenvalue preview in the browser, and every
+  run command completed with the run's ``--params``/``--env``; the command shown for
+  ``compute_spectrum``, run as is, reproduces the eigenvalues, and without its ``--params``
+  it would run on CIFAR-10 (negative control);
 - ``kedro viz build --include-previews`` (which takes no ``--params``) honours the
   configuration-level choice ``LINEARIZED_KEDRO_MODEL``/``_DATASET`` (read by
   ``conf/base/globals.yml``): previews of that run, no "could not be previewed" warning for an
   artifact that exists; without them it shows CIFAR-10's (empty) paths instead;
-- ``kedro view`` (``linearized_kedro.cli``) completes every run command with the run's
-  ``--params``/``--env``; the command shown for ``compute_spectrum``, run as is, reproduces
-  the eigenvalues; without its ``--params`` it would run on CIFAR-10;
-- in headless Chromium (Debian's ``chromium``, driven by Playwright) the ``kedro viz build``
-  site renders the graph, every registered pipeline is selectable and shows its layers, and
-  the previews of the spectrum (array, Plotly figure, PNG) and of the results table appear; the
-  same check reports a site with a pipeline, the layers and the previews removed; and the
-  documented command (``kedro view --params ...``) serves that run's eigenvalue preview.
+- in headless Chromium (Debian's ``chromium``, driven by Playwright) that static site, served
+  locally, renders the graph, every registered pipeline is selectable and shows its layers,
+  and the previews of the spectrum (array, Plotly figure, PNG) and of the results table
+  appear; the same check reports a copy of the site with a pipeline, the layers and the
+  previews removed (negative control).
 
-Browser tests skip only where Chromium or Playwright is missing (``.ci/run`` installs both).
-Budget: about 2.5 minutes on 2 idle CPU cores (two pipeline runs, three site builds, one rerun).
+Browser checks skip only where Chromium or Playwright is missing (``.ci/run`` installs both).
+Budget: about 2 minutes on 2 idle CPU cores (one pipeline run, three site builds, one rerun).
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ import functools
 import http.server
 import json
 import os
+import random
 import shlex
 import shutil
 import signal
@@ -120,42 +123,113 @@ def build(project: Path, *args: str, env: dict[str, str] | None = None, name: st
 @pytest.fixture(scope="module")
 def project(tmp_path_factory) -> Path:
     project = copy_project(tmp_path_factory.mktemp("viz") / "project")
-    kedro(project, "run", "--env", ENV, "--pipelines", "ntk_spectrum", "--params", SELECTION)
-    kedro(
-        project,
-        "run",
-        "--env",
-        ENV,
-        "--pipelines",
-        "eigen_training",
-        "--params",
-        f"{SELECTION},label_idx=1",
-    )
+    pipelines = "ntk_spectrum,eigen_training"
+    params = f"{SELECTION},label_idx=1"
+    kedro(project, "run", "--env", ENV, "--pipelines", pipelines, "--params", params)
     return project
 
 
+def _free_port() -> int:
+    """A free localhost port below 49152 (Kedro-Viz refuses the ephemeral range)."""
+    for port in random.Random(os.getpid()).sample(range(20_000, 49_000), 200):
+        with socket.socket() as probe:
+            if probe.connect_ex(("127.0.0.1", port)) != 0:
+                return port
+    raise RuntimeError("no free localhost port between 20000 and 49000")
+
+
+@dataclass(frozen=True)
+class Served:
+    url: str
+    site: Path  # a copy of the files it serves, with the command's log
+
+
 @pytest.fixture(scope="module")
-def viz_build(project) -> Path:
+def view(project) -> Iterator[Served]:
+    """The README's ``kedro view --params model=lenet,data.dataset=digits`` (and ``--env``).
+
+    Module-scoped and first: later Kedro-Viz builds rewrite the project's ``build/``.
+    """
+    port = _free_port()
+    log_path = project.parent / "view.log"
+    log = log_path.open("w")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "kedro", "view", "--params", SELECTION, "--env", ENV]
+        + ["--no-browser", "--port", str(port)],
+        cwd=project,
+        env=kedro_env(),
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,  # Kedro-Viz serves from a child process: stop the group
+    )
+    try:
+        deadline = time.monotonic() + 180
+        while time.monotonic() < deadline and proc.poll() is None:
+            try:
+                with socket.create_connection(("127.0.0.1", port), timeout=1):
+                    break
+            except OSError:
+                time.sleep(0.5)
+        assert proc.poll() is None, log_path.read_text()[-4000:]
+        site = project.parent / "view"
+        shutil.copytree(project / "build", site)
+        shutil.copy2(log_path, site / "build.log")
+        yield Served(f"http://127.0.0.1:{port}/", site)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(timeout=30)
+        log.close()
+
+
+@pytest.fixture(scope="module")
+def viz_build(project, view) -> Path:
     """``kedro viz build --include-previews`` with the run chosen by environment variables."""
     return build(project, "viz", "build", "--include-previews", env=CHOSEN, name="viz")
 
 
-@pytest.fixture(scope="module")
-def view_build(project) -> Path:
-    """The README's command, without serving: ``kedro view --params ... --env test``."""
-    return build(
-        project,
-        "view",
-        "--no-serve",
-        "--env",
-        ENV,
-        "--params",
-        SELECTION,
-        name="view",
-    )
-
-
 # --- the built files -------------------------------------------------------------------------
+
+
+def test_view_writes_reproducing_run_commands(project, view):
+    eigenvalues = np.load(versions(project / SPECTRUM)[-1])
+    preview = json.loads(data_node(view.site, "ntk_eigenvalues")["preview"])
+    np.testing.assert_array_equal(preview["head"], eigenvalues[:10])
+    commands = [
+        response["run_command"]
+        for response in map(json.loads, map(Path.read_text, (view.site / "api/nodes").iterdir()))
+        if response.get("run_command")
+    ]
+    assert len(commands) > 40, len(commands)
+    assert all(c.endswith(f" {RUN_ARGUMENTS}") for c in commands), commands[:3]
+    # Artifacts never produced for digits/lenet are listed once, not warned about one by one.
+    log = (view.site / "build.log").read_text()
+    assert "could not be previewed" not in log
+    assert "No saved version yet for digits/lenet" in log and "cifar2_results" in log
+
+    command = task_node(view.site, "compute_spectrum")["run_command"]
+    assert command == f"kedro run --to-nodes='ntk_spectrum.compute_spectrum' {RUN_ARGUMENTS}"
+    before = versions(project / SPECTRUM)
+    kedro(project, *shlex.split(command)[1:])
+    after = versions(project / SPECTRUM)
+    assert len(after) == len(before) + 1
+    np.testing.assert_allclose(np.load(after[-1]), np.load(before[-1]), rtol=1e-10)
+    # Negative control: Kedro-Viz's own command (no --params) targets CIFAR-10, not this run
+    # (downloads refused here, so it fails fast naming the missing data set).
+    bare = shlex.split(command.replace(f"--params {SELECTION}", "--params data.download=never"))
+    proc = kedro(project, *bare[1:], check=False)
+    assert proc.returncode != 0 and "cifar10" in (proc.stdout + proc.stderr).lower()
+    assert versions(project / SPECTRUM) == after
+
+
+def test_documented_command_serves_the_run(project, view, browser):
+    """The README's ``kedro view --params model=lenet,data.dataset=digits``, in a browser."""
+    expected = expected_site(
+        project,
+        f"kedro run --to-nodes='ntk_spectrum.compute_spectrum' {RUN_ARGUMENTS}",
+        every_pipeline=False,
+    )
+    assert inspect_site(browser, view.url, expected) == []
 
 
 def test_viz_build_honours_the_chosen_run(project, viz_build):
@@ -178,37 +252,6 @@ def test_viz_build_honours_the_chosen_run(project, viz_build):
     node = data_node(other, "ntk_eigenvalues")
     assert "cifar10/lenet" in node["filepath"] and node.get("preview") is None
     assert "'ntk_eigenvalues' could not be previewed" in (other / "build.log").read_text()
-
-
-def test_view_writes_reproducing_run_commands(project, view_build):
-    eigenvalues = np.load(versions(project / SPECTRUM)[-1])
-    preview = json.loads(data_node(view_build, "ntk_eigenvalues")["preview"])
-    np.testing.assert_array_equal(preview["head"], eigenvalues[:10])
-    commands = [
-        response["run_command"]
-        for response in map(json.loads, map(Path.read_text, (view_build / "api/nodes").iterdir()))
-        if response.get("run_command")
-    ]
-    assert len(commands) > 40, len(commands)
-    assert all(c.endswith(f" {RUN_ARGUMENTS}") for c in commands), commands[:3]
-    # Artifacts never produced for digits/lenet are listed once, not warned about one by one.
-    log = (view_build / "build.log").read_text()
-    assert "could not be previewed" not in log
-    assert "No saved version yet for digits/lenet" in log and "cifar2_results" in log
-
-    command = task_node(view_build, "compute_spectrum")["run_command"]
-    assert command == f"kedro run --to-nodes='ntk_spectrum.compute_spectrum' {RUN_ARGUMENTS}"
-    before = versions(project / SPECTRUM)
-    kedro(project, *shlex.split(command)[1:])
-    after = versions(project / SPECTRUM)
-    assert len(after) == len(before) + 1
-    np.testing.assert_allclose(np.load(after[-1]), np.load(before[-1]), rtol=1e-10)
-    # Negative control: Kedro-Viz's own command (no --params) targets CIFAR-10, not this run
-    # (downloads refused here, so it fails fast naming the missing data set).
-    bare = shlex.split(command.replace(f"--params {SELECTION}", "--params data.download=never"))
-    proc = kedro(project, *bare[1:], check=False)
-    assert proc.returncode != 0 and "cifar10" in (proc.stdout + proc.stderr).lower()
-    assert versions(project / SPECTRUM) == after
 
 
 # --- in a browser ----------------------------------------------------------------------------
@@ -393,45 +436,3 @@ def test_browser_check_fails_without_a_pipeline_layers_or_previews(
     assert any("layers not shown" in p for p in problems), problems
     for kind in ("eigenvalues", "Plotly spectrum", "spectrum PNG", "results table"):
         assert f"no preview of the {kind}" in problems, problems
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
-def test_documented_command_serves_the_run(project, browser, tmp_path):
-    """The README's ``kedro view --params model=lenet,data.dataset=digits``, in a browser."""
-    port = _free_port()
-    log = (tmp_path / "view.log").open("w")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "kedro", "view", "--params", SELECTION, "--env", ENV]
-        + ["--no-browser", "--port", str(port)],
-        cwd=project,
-        env=kedro_env(),
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,  # Kedro-Viz serves from a child process: stop the group
-    )
-    url = f"http://127.0.0.1:{port}/"
-    try:
-        deadline = time.monotonic() + 180
-        while time.monotonic() < deadline and proc.poll() is None:
-            try:
-                with socket.create_connection(("127.0.0.1", port), timeout=1):
-                    break
-            except OSError:
-                time.sleep(1)
-        assert proc.poll() is None, (tmp_path / "view.log").read_text()[-4000:]
-        expected = expected_site(
-            project,
-            f"kedro run --to-nodes='ntk_spectrum.compute_spectrum' {RUN_ARGUMENTS}",
-            every_pipeline=False,
-        )
-        assert inspect_site(browser, url, expected) == []
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGTERM)
-        proc.wait(timeout=30)
-        log.close()

@@ -12,6 +12,8 @@ from linearized_kedro.hooks import (
     UpstreamArtifactsHook,
 )
 from linearized_kedro.hooks.config import model_preset
+from linearized_kedro.hooks.tracking import PLUGIN as TRACKING_PLUGIN
+from linearized_kedro.hooks.tracking import tracking_hooks
 
 # Known deprecation notices of third-party code we cannot change (Kedro's own calls into
 # OmegaConf): three per run, with no action for a user to take.
@@ -21,6 +23,8 @@ warnings.filterwarnings(
 # Kedro-Viz 12.5's import of a FastAPI response class FastAPI now deprecates (every
 # `kedro viz` / `kedro view` start).
 warnings.filterwarnings("ignore", message=r"ORJSONResponse is deprecated")
+# MLflow about its own model wrapper, on import of kedro-mlflow's hook (the [mlflow] extra).
+warnings.filterwarnings("ignore", message=r".*Add type hints to the `predict` method")
 
 # JAX is multithreaded: a process forked after JAX initialised can hang. Kedro's
 # ParallelRunner reads this variable to choose how it starts its workers.
@@ -28,12 +32,18 @@ os.environ.setdefault("KEDRO_MP_CONTEXT", "spawn")
 
 # Checks run before the first node (validation, then upstream artifacts): a bad command
 # writes nothing. Figures need no hook: they are built without pyplot (no global state).
+# Pluggy calls the last registered hook first: tracking (when kedro-mlflow is installed,
+# hooks/tracking.py) comes first, so its MLflow run starts after the checks passed.
 HOOKS = (
+    *tracking_hooks(),
     JaxRuntimeHook(),
     RunMetadataHook(),
     UpstreamArtifactsHook(),
     ParameterValidationHook(),
 )
+
+# kedro-mlflow's own hook logs typed parameter blocks as reprs; TrackingHook drives it.
+DISABLE_HOOKS_FOR_PLUGINS = (TRACKING_PLUGIN,)
 
 CONFIG_LOADER_ARGS = {
     "base_env": "base",

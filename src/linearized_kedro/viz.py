@@ -27,11 +27,12 @@ from __future__ import annotations
 import json
 import logging
 import re
-import shlex
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
+
+from linearized_kedro.cli import configuration_arguments, flatten
 
 logger = logging.getLogger(__name__)
 
@@ -39,29 +40,6 @@ logger = logging.getLogger(__name__)
 _RUN_COMMAND = re.compile(r"^kedro run --to-(?:nodes|outputs)=\S+")
 #: Where Kedro-Viz's local deployer (``kedro viz build``) writes, from the current directory.
 SITE = Path("build")
-#: Parameters that select the run (the catalog's paths depend on them), listed first.
-SELECTION = ("model", "data.dataset")
-
-
-def flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
-    """``{"data": {"dataset": "digits"}}`` → ``{"data.dataset": "digits"}``."""
-    out: dict[str, Any] = {}
-    for key, value in tree.items():
-        name = f"{prefix}{key}"
-        if isinstance(value, Mapping) and value:
-            out.update(flatten(value, f"{name}."))
-        else:
-            out[name] = value
-    return out
-
-
-def _cli_value(value: Any) -> str:
-    """A parameter value as ``kedro run --params`` reads it back (YAML scalars)."""
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if value is None:
-        return "null"
-    return str(value)
 
 
 def resolved_parameters(
@@ -79,29 +57,6 @@ def resolved_parameters(
     return dict(loader["parameters"])
 
 
-def run_arguments(
-    parameters: Mapping[str, Any], env: str | None, params: Mapping[str, Any] | None
-) -> str:
-    """The ``--params``/``--env`` that reproduce the view's configuration on any checkout.
-
-    Args:
-        parameters: the resolved parameters of the view (:func:`resolved_parameters`).
-        env: the Kedro environment of the view (``None``: the default, not written).
-        params: the ``--params`` the view was given (nested, as Kedro parses them).
-
-    Returns:
-        E.g. ``"--params model=lenet,data.dataset=digits --env test"``.
-    """
-    flat = flatten(parameters)
-    chosen = {key: flat[key] for key in SELECTION if key in flat}
-    chosen.update(flatten(params or {}))
-    pairs = ",".join(f"{key}={_cli_value(value)}" for key, value in chosen.items())
-    arguments = f"--params {shlex.quote(pairs)}"
-    if env:
-        arguments += f" --env {shlex.quote(env)}"
-    return arguments
-
-
 def complete_run_commands(api_dir: Path, arguments: str) -> int:
     """Appends ``arguments`` to every run command of a Kedro-Viz API folder, in place.
 
@@ -109,7 +64,7 @@ def complete_run_commands(api_dir: Path, arguments: str) -> int:
 
     Args:
         api_dir: the ``api`` folder Kedro-Viz wrote (``build/api``); node files in ``nodes/``.
-        arguments: from :func:`run_arguments`.
+        arguments: from :func:`linearized_kedro.cli.configuration_arguments`.
 
     Returns:
         The number of run commands written.
@@ -195,7 +150,7 @@ def build_site(
     from kedro_viz.server import load_and_populate_data
 
     parameters = resolved_parameters(project_path, env, params)
-    arguments = run_arguments(parameters, env, params)
+    arguments = configuration_arguments(parameters, env, params)
     selection = f"{flatten(parameters).get('data.dataset')}/{parameters.get('model')}"
     with _summarised_missing_artifacts(selection):
         load_and_populate_data(
