@@ -46,7 +46,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import copy_project, kedro_env, run_kedro
+from conftest import PROJECT_ROOT, copy_project, kedro_env, run_kedro
 
 from linearized_kedro.pipeline_registry import all_pipelines
 
@@ -186,6 +186,17 @@ def view(project) -> Iterator[Served]:
 def viz_build(project, view) -> Path:
     """``kedro viz build --include-previews`` with the run chosen by environment variables."""
     return build(project, "viz", "build", "--include-previews", env=CHOSEN, name="viz")
+
+
+def test_readme_documents_the_tested_commands():
+    readme = (PROJECT_ROOT / "README.md").read_text()
+    first_block = readme.split("```sh\n", 1)[1].split("```", 1)[0].splitlines()
+    assert first_block == [
+        f"pip install -e . && kedro run --pipelines ntk_spectrum --params {SELECTION}",
+        'pip install -e ".[dev]" && pytest -q',
+    ]
+    assert f"kedro view --params {SELECTION}" in readme
+    assert "LINEARIZED_KEDRO_MODEL=lenet LINEARIZED_KEDRO_DATASET=digits" in readme
 
 
 # --- the built files -------------------------------------------------------------------------
