@@ -5,11 +5,17 @@ device array, drop-last, loss/accuracy pulled to the host after every step, eval
 batches of 128 with a host pull per batch. Engine: ``core.train.train_model`` with its
 automatic epoch mode (``resolve_epoch_mode``) and with the other mode (``"scan"``: one
 ``lax.scan`` per epoch; ``"loop"``: a Python loop of donated, compiled steps), masked last
-batch. Sweeps: ``train_sweep`` with each strategy. Same data (CIFAR-shaped random normal, on
-the device), same model, variants interleaved, minimum over ``--repeat`` runs after a
-warm-up (compilation) run.
+batch. Sweeps (``--sweeps``): ``train_sweep`` of ``--tasks`` label sets for each kind, with one
+key for every task as ``eigen_training`` and ``nad_training`` use (one batch order), by each
+strategy (``vmap-own-keys``: the vmapped sweep with a key per task, for comparison), reported
+as tasks x epochs per second against ``sequential`` in the same run. Same data
+(CIFAR-shaped random normal, on the device), same model, variants interleaved, minimum over
+``--repeat`` runs after a warm-up (compilation) run.
 
 Usage: python benchmarks/training.py [--n 4096] [--repeat 2] [--models mlp lenet]
+       [--no-epochs] [--tasks 8] [--sweep-epochs 1] [--kinds network linear]
+The paper's LeNet sweep on a GPU (19 indices, 50 000 images, 100 epochs; estimate from
+``--sweep-epochs`` epochs): ``--models lenet --no-epochs --n 50000 --tasks 19 --sweep-epochs 2``.
 """
 
 from __future__ import annotations
@@ -132,23 +138,76 @@ def interleaved(variants, repeat):
     return {k: min(v) for k, v in times.items()}
 
 
+def sweeps(module, variables, x, xt, rng, args):
+    """Every strategy on one sweep per kind; prints tasks x epochs per second."""
+    name = module.__class__.__name__.lower()
+    n, n_test, tasks = x.shape[0], xt.shape[0], args.tasks
+    ys = jnp.asarray((rng.random((tasks, n)) > 0.5).astype(np.float32))
+    yts = ys[:, :n_test]
+    shared, own = [0] * tasks, list(range(tasks))
+    cfg = TrainConfig(epochs=args.sweep_epochs)
+    for kind in args.kinds:
+        auto = resolve_strategy(
+            "auto", variables["params"], kind=kind, shared_order=True, num_tasks=tasks
+        )
+        variants = {
+            f"auto={auto}": ("auto", shared),
+            "sequential": ("sequential", shared),
+            "vmap": ("vmap", shared),
+            f"chunked({args.chunk})": ("chunked", shared),
+            "vmap-own-keys": ("vmap", own),
+        }
+        runs = {
+            label: functools.partial(
+                train_sweep,
+                module,
+                variables,
+                kind,
+                x,
+                ys,
+                xt,
+                yts,
+                cfg,
+                keys,
+                strategy=strategy,
+                chunk_size=args.chunk,
+            )
+            for label, (strategy, keys) in variants.items()
+        }
+        times = interleaved(runs, max(1, args.repeat - 1))
+        seq = times["sequential"]
+        load = " ".join(f"{v:.1f}" for v in os.getloadavg())
+        for label, t in times.items():
+            print(
+                f"{name:8s} sweep {kind:7s} {tasks} tasks x {cfg.epochs} epochs x {n} samples "
+                f"{label:16s} {t:7.2f}s ({tasks * cfg.epochs / t:7.3f} task-epochs/s) | vs "
+                f"sequential {seq / t:4.2f}x | load {load}",
+                flush=True,
+            )
+
+
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--n", type=int, default=4096)
     parser.add_argument("--repeat", type=int, default=2)
     parser.add_argument("--tasks", type=int, default=8)
+    parser.add_argument("--chunk", type=int, default=4)
     parser.add_argument("--models", nargs="+", default=["mlp", "lenet"])
+    parser.add_argument("--kinds", nargs="+", default=["network", "linear"])
+    parser.add_argument("--sweep-epochs", type=int, default=1)
+    parser.add_argument("--no-epochs", action="store_true", help="skip the per-epoch baseline")
+    parser.add_argument("--no-sweeps", action="store_true", help="skip the sweeps")
     args = parser.parse_args()
+    device = jax.devices()[0].device_kind if jax.default_backend() != "cpu" else cpu_model()
     print(
         f"{time.strftime('%Y-%m-%d %H:%M')} jax {jax.__version__} backend "
-        f"{jax.default_backend()} | {cpu_model()} x{os.cpu_count()} | load average "
+        f"{jax.default_backend()} | {device} x{os.cpu_count()} | load average "
         f"{' '.join(f'{v:.1f}' for v in os.getloadavg())}"
     )
     rng = np.random.default_rng(0)
-    x_np = rng.normal(size=(args.n, 32, 32, 3)).astype(np.float32)
-    y_np = (rng.random(args.n) > 0.5).astype(np.float32)
     # Data on the device for every variant (the engine keeps device arrays there).
-    x, y = jnp.asarray(x_np), jnp.asarray(y_np)
+    x = jax.random.normal(jax.random.key(0), (args.n, 32, 32, 3), jnp.float32)
+    y = jnp.asarray((rng.random(args.n) > 0.5).astype(np.float32))
     xt, yt = x[:256], y[:256]
     peak = matmul_gflops()
     print(f"matmul 2048^2 f32: {peak:.1f} GFLOP/s")
@@ -158,7 +217,7 @@ def main():
         auto_mode = resolve_epoch_mode("auto", variables["params"])
         other_mode = "scan" if auto_mode == "loop" else "loop"
         cache = {}
-        for kind in ("network", "linear"):
+        for kind in [] if args.no_epochs else args.kinds:
             flops = step_flops(module, variables, kind, x, y, TrainConfig()) * (args.n // 128)
             variants = {
                 f"engine auto={auto_mode}": functools.partial(
@@ -207,34 +266,8 @@ def main():
                     f"{flops / t / 1e9:5.1f} GFLOP/s = {flops / t / 1e9 / peak:5.1%} of matmul)"
                     + ("" if label == "baseline" else f" | vs baseline {tb / t:4.2f}x")
                 )
-        ys = jnp.asarray((rng.random((args.tasks, args.n)) > 0.5).astype(np.float32))
-        yts = ys[:, :256]
-        keys = list(range(args.tasks))
-        auto_strategy = resolve_strategy("auto", variables["params"])
-        variants = {
-            (f"auto={auto_strategy}" if s == "auto" else s): functools.partial(
-                train_sweep,
-                module,
-                variables,
-                "network",
-                x,
-                ys,
-                xt,
-                yts,
-                TrainConfig(epochs=1),
-                keys,
-                strategy=s,
-                chunk_size=4,
-            )
-            for s in ("auto", "sequential", "vmap", "chunked")
-        }
-        times = interleaved(variants, max(1, args.repeat - 1))
-        seq = times["sequential"]
-        for label, t in times.items():
-            print(
-                f"{name:5s} sweep of {args.tasks} network tasks, 1 epoch, {label:16s} {t:6.2f}s "
-                f"({args.tasks * args.n / t:6.0f} samples/s) | vs sequential {seq / t:4.2f}x"
-            )
+        if not args.no_sweeps:
+            sweeps(module, variables, x, xt, rng, args)
 
 
 if __name__ == "__main__":

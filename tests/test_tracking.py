@@ -21,7 +21,7 @@ import pandas as pd
 import pytest
 from conftest import copy_project, kedro_env
 
-from linearized_kedro.cli import run_command
+from linearized_kedro.command import run_command
 from linearized_kedro.core.config import Config
 from linearized_kedro.experiments.data import DataConfig
 from linearized_kedro.experiments.results import METRICS

@@ -1,121 +1,149 @@
-"""Project commands, and how a run is written as a command line.
+"""Project commands added to the ``kedro`` CLI: ``kedro gc``, ``kedro verify``, ``kedro runs``,
+``kedro view``.
 
-Kedro adds the ``cli`` group of a project's ``cli.py`` to ``kedro``.
+Kedro merges the ``cli`` group of ``<package>.cli`` into its command line; ``run``
+is Kedro's own, re-exported because Kedro looks the project's ``run`` up here too
+(``linearized-kedro`` / ``python -m linearized_kedro``).
 
 ``kedro view``: Kedro-Viz on the run you made. It writes Kedro-Viz's static site for the
 configuration given by ``--params``/``--env`` to ``build/`` (dataset previews included, every
 run command completed with that configuration: ``linearized_kedro.viz``) and serves it with
 Kedro-Viz (``kedro viz run --load-file build``). Kedro-Viz's own commands cannot be extended
 from a project (``kedro viz`` is a global plugin command, which project commands do not
-override), and ``kedro viz build`` takes no ``--params``. Imports are deferred: every
-``kedro`` command loads this module.
+override), and ``kedro viz build`` takes no ``--params``.
 """
 
 from __future__ import annotations
 
-import re
-import shlex
-from collections.abc import Mapping
-from typing import Any
+import datetime as _dt
+import sys
+from pathlib import Path
 
 import click
-from kedro.framework.cli.project import PARAMS_ARG_HELP
+from kedro.framework.cli.project import PARAMS_ARG_HELP, run
 from kedro.framework.cli.utils import _split_params
 
-#: Parameters that select the run (every artifact path depends on them), written first.
-SELECTION = ("model", "data.dataset")
-#: ``kedro run`` options of the run parameters Kedro hands to hooks (``run_params``).
-_RUN_OPTIONS = (
-    ("pipeline_names", "--pipelines"),
-    ("node_names", "--nodes"),
-    ("tags", "--tags"),
-    ("from_nodes", "--from-nodes"),
-    ("to_nodes", "--to-nodes"),
-    ("from_inputs", "--from-inputs"),
-    ("to_outputs", "--to-outputs"),
-    ("namespaces", "--namespaces"),
+from linearized_kedro.datasets import retention
+from linearized_kedro.datasets import runs as registry
+
+
+@click.group(name="linearized_kedro")
+def cli() -> None:
+    """Storage commands of the linearized-kedro project."""
+
+
+cli.add_command(run)
+
+_DATA = click.option(
+    "--data",
+    "data_root",
+    default="data",
+    show_default=True,
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Data folder of the project.",
 )
 
 
-def flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
-    """``{"data": {"dataset": "digits"}}`` → ``{"data.dataset": "digits"}``."""
-    out: dict[str, Any] = {}
-    for key, value in tree.items():
-        name = f"{prefix}{key}"
-        if isinstance(value, Mapping) and value:
-            out.update(flatten(value, f"{name}."))
-        else:
-            out[name] = value
-    return out
+def _mib(size: int) -> str:
+    return f"{size / 2**20:.1f} MiB"
 
 
-def _cli_value(value: Any) -> str:
-    """A parameter value as ``kedro run --params`` reads it back (YAML scalars)."""
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if value is None:
-        return "null"
-    return str(value)
+@cli.command()
+@_DATA
+@click.option(
+    "--keep-last",
+    default=3,
+    show_default=True,
+    type=click.IntRange(min=1),
+    help="Complete versions kept per artifact (the latest complete one is always kept).",
+)
+@click.option(
+    "--keep",
+    multiple=True,
+    metavar="VERSION",
+    help="Run (version) never to remove, as VERSION or DATASET:VERSION; repeatable. "
+    "Versions listed in <data>/.pins are kept too.",
+)
+@click.option(
+    "--grace-hours",
+    default=24.0,
+    show_default=True,
+    type=click.FloatRange(min=0),
+    help="Incomplete versions and temporary files younger than this are kept.",
+)
+@click.option(
+    "--tile-age-days",
+    default=7.0,
+    show_default=True,
+    type=click.FloatRange(min=0),
+    help="Gram tiles no live run holds are removed once untouched this long.",
+)
+@click.option("--apply", is_flag=True, help="Remove; without it, only list what would go.")
+def gc(data_root, keep_last, keep, grace_hours, tile_age_days, apply):
+    """Removes old versions beyond a retention rule, incomplete versions and orphaned tiles.
 
-
-def configuration_arguments(
-    parameters: Mapping[str, Any], env: str | None, params: Mapping[str, Any] | None
-) -> str:
-    """The ``--params``/``--env`` that give a run's configuration on any checkout.
-
-    The selection (model, dataset) is written out even when it came from a default
-    (``globals.yml``, ``LINEARIZED_KEDRO_MODEL``/``_DATASET``), so the command does not
-    depend on the environment it is pasted into.
-
-    Args:
-        parameters: the run's resolved parameters (plain mappings and scalars).
-        env: the Kedro environment (``None`` or ``"local"``: the default, not written).
-        params: the run's ``--params`` (nested, as Kedro parses them).
-
-    Returns:
-        E.g. ``"--params model=lenet,data.dataset=digits --env test"``.
+    Never removes the latest complete version of an artifact, a pinned run, a run
+    that is still running, or any run a kept version was computed from.
     """
-    flat = flatten(parameters)
-    chosen = {key: flat[key] for key in SELECTION if key in flat}
-    chosen.update(flatten(params or {}))
-    pairs = ",".join(f"{key}={_cli_value(value)}" for key, value in chosen.items())
-    arguments = f"--params {shlex.quote(pairs)}"
-    if env and env != "local":
-        arguments += f" --env {shlex.quote(env)}"
-    return arguments
-
-
-def run_command(run_params: Mapping[str, Any], parameters: Mapping[str, Any]) -> str:
-    """The ``kedro run`` command line of a run, from the ``run_params`` Kedro gives hooks.
-
-    Args:
-        run_params: Kedro's run parameters (``pipeline_names``, ``to_nodes``, ``env``,
-            ``runtime_params``, ``load_versions``, ``runner``, ...).
-        parameters: the run's resolved parameters (for the selection, see
-            :func:`configuration_arguments`).
-    """
-    parts = ["kedro", "run"]
-    for key, option in _RUN_OPTIONS:
-        values = run_params.get(key)
-        if values and list(values) != ["__default__"]:
-            parts.append(f"{option}={shlex.quote(','.join(values))}")
-    versions = run_params.get("load_versions") or {}
-    if versions:
-        pins = ",".join(f"{name}:{version}" for name, version in versions.items())
-        parts.append(f"--load-versions={shlex.quote(pins)}")
-    # Kedro passes the runner's name, or the repr of a runner instance.
-    runner = re.search(r"\w*Runner", str(run_params.get("runner") or "SequentialRunner"))
-    if runner and runner.group(0) != "SequentialRunner":
-        parts.append(f"--runner={runner.group(0)}")
-    parts.append(
-        configuration_arguments(parameters, run_params.get("env"), run_params.get("runtime_params"))
+    if not data_root.is_dir():
+        raise click.UsageError(
+            f"No data folder {data_root}; run from the project root or pass --data."
+        )
+    removals = retention.plan_gc(
+        data_root,
+        keep_last=keep_last,
+        keep=[k.rsplit(":", 1)[-1] for k in keep],
+        grace_s=grace_hours * 3600,
+        tile_age_s=tile_age_days * 86400,
     )
-    return " ".join(parts)
+    for item in removals:
+        click.echo(
+            f"{'remove' if apply else 'would remove'} {item.path} ({_mib(item.size)}): {item.reason}"
+        )
+    total = sum(item.size for item in removals)
+    if apply:
+        freed = retention.apply_gc(removals)
+        click.echo(f"Removed {len(removals)} item(s), {_mib(freed)}.")
+    else:
+        click.echo(f"{len(removals)} item(s), {_mib(total)}; rerun with --apply to remove them.")
 
 
-@click.group(name="linearized-kedro")
-def cli() -> None:
-    """Project commands."""
+@cli.command()
+@_DATA
+def verify(data_root):
+    """Checks every stored artifact version against the SHA-256 in its sidecar."""
+    checked, findings = retention.verify_all(data_root)
+    for finding in findings:
+        click.echo(f"CORRUPTED {finding.path}: {finding.problem}", err=True)
+    click.echo(f"Checked {checked} file(s): {len(findings)} problem(s).")
+    if findings:
+        click.echo(
+            "Delete the version folder of each corrupted file and rerun the pipeline that "
+            "produces it (or pin another version with --load-versions).",
+            err=True,
+        )
+        sys.exit(1)
+
+
+@cli.command()
+@_DATA
+@click.option("--last", default=20, show_default=True, type=click.IntRange(min=1))
+def runs(data_root, last):
+    """Lists recent runs: id, status, pipelines and what each committed."""
+    for record in registry.list_runs(data_root / registry.RUNS_DIR.name)[:last]:
+        started = record.get("started")
+        when = _dt.datetime.fromtimestamp(started).isoformat(timespec="seconds") if started else "?"
+        committed = sorted(
+            p.stem
+            for p in (data_root / registry.RUNS_DIR.name / record["run_id"] / "commits").glob(
+                "*.json"
+            )
+        )
+        click.echo(
+            f"{record['run_id']}  {record['status']:<8}  started {when}  pipelines "
+            f"{','.join(record.get('pipeline_names') or ['__default__'])}  committed "
+            f"{','.join(committed) or '-'}"
+        )
 
 
 @cli.command(context_settings={"help_option_names": ["-h", "--help"]})

@@ -8,7 +8,8 @@ from omegaconf.resolvers import oc
 from linearized_kedro.hooks import (
     JaxRuntimeHook,
     ParameterValidationHook,
-    RunMetadataHook,
+    ProvenanceHook,
+    RunsHook,
     UpstreamArtifactsHook,
 )
 from linearized_kedro.hooks.config import model_preset
@@ -30,15 +31,19 @@ warnings.filterwarnings("ignore", message=r".*Add type hints to the `predict` me
 # ParallelRunner reads this variable to choose how it starts its workers.
 os.environ.setdefault("KEDRO_MP_CONTEXT", "spawn")
 
-# Checks run before the first node (validation, then upstream artifacts): a bad command
-# writes nothing. Figures need no hook: they are built without pyplot (no global state).
-# Pluggy calls the last registered hook first: tracking (when kedro-mlflow is installed,
-# hooks/tracking.py) comes first, so its MLflow run starts after the checks passed.
+# Before the first node, pluggy calls the hook registered *last* first: parameters are
+# validated (a bad command writes nothing), then the run claims its id and pins its
+# inputs to complete upstream runs (hooks/runs.py), then missing upstream artifacts are
+# reported; every artifact gets its provenance last (hooks/provenance.py, `trylast`).
+# Tracking (hooks/tracking.py, when kedro-mlflow is installed) is registered first, so its
+# MLflow run starts after all checks passed. Figures need no hook: they are built without
+# pyplot (no global state).
 HOOKS = (
     *tracking_hooks(),
     JaxRuntimeHook(),
-    RunMetadataHook(),
     UpstreamArtifactsHook(),
+    ProvenanceHook(),
+    RunsHook(),
     ParameterValidationHook(),
 )
 

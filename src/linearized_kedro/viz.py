@@ -3,23 +3,25 @@
 Which run Kedro-Viz shows is a matter of configuration: every artifact path is
 ``data/<layer>/<dataset>/<model>/...`` (``conf/base/catalog.yml``), with the dataset and model
 taken from ``--params`` or, without them, from ``globals.yml`` (``defaults.model``,
-``defaults.dataset``; ``conf/local/globals.yml`` overrides them on one machine, for every
-command). Two gaps of Kedro-Viz 12.5 are closed here:
+``defaults.dataset``, which the environment variables ``LINEARIZED_KEDRO_MODEL`` /
+``LINEARIZED_KEDRO_DATASET`` replace). Two gaps of Kedro-Viz 12.5 are closed here:
 
 - ``kedro viz build`` takes neither ``--params`` nor ``--env``;
 - the "run command" shown for a node is ``kedro run --to-nodes='<node>'`` (for a dataset
   ``kedro run --to-outputs=<dataset>``) without the configuration the graph was loaded with,
   so copying it after ``kedro viz run --params data.dataset=digits`` reruns on CIFAR-10.
   Kedro-Viz has no setting for it (an upstream change to append the parameters was proposed
-  and never merged), so the API files it writes are completed after the fact: every run
-  command gets ``--params model=<model>,data.dataset=<dataset>[,<other --params>]`` and the
-  ``--env`` of the view, the values resolved from the configuration, so the command is right
-  on any checkout, whatever its ``conf/local``.
+  and never merged), and a project cannot replace its commands (``kedro viz`` is a global
+  plugin command, which a project's ``cli.py`` does not override). So the API files it
+  writes are completed after the fact: every run command gets ``--params
+  model=<model>,data.dataset=<dataset>[,<other --params>]`` and the ``--env`` of the view,
+  the values resolved from the configuration, so the command is right on any checkout and in
+  any shell.
 
 ``kedro view`` (``linearized_kedro.cli``) writes such a site to ``build/`` and serves it with
-Kedro-Viz; with a configuration-level selection (``conf/local/globals.yml``) Kedro-Viz's own
-``kedro viz run`` and ``kedro viz build`` show the same previews, and their bare run commands
-reproduce the run on that checkout, which reads the same file.
+Kedro-Viz. Kedro-Viz's own ``kedro viz run --params ...`` and (with the environment
+variables) ``kedro viz build`` show the same previews; their bare run commands reproduce
+the run only in a shell with the same variables.
 """
 
 from __future__ import annotations
@@ -32,7 +34,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from linearized_kedro.cli import configuration_arguments, flatten
+from linearized_kedro.command import configuration_arguments, flatten
 
 logger = logging.getLogger(__name__)
 
@@ -64,7 +66,7 @@ def complete_run_commands(api_dir: Path, arguments: str) -> int:
 
     Args:
         api_dir: the ``api`` folder Kedro-Viz wrote (``build/api``); node files in ``nodes/``.
-        arguments: from :func:`linearized_kedro.cli.configuration_arguments`.
+        arguments: from :func:`linearized_kedro.command.configuration_arguments`.
 
     Returns:
         The number of run commands written.

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from linearized_kedro.core import layers, models
-from linearized_kedro.core.layers import Conv, conv_autodiff
+from linearized_kedro.core.layers import Conv, with_conv_autodiff
 
 CONFIGS = [
     dict(features=4, kernel_size=(5, 5), padding="SAME"),
@@ -38,8 +38,9 @@ def test_same_parameters_and_outputs_as_flax_conv(cfg):
     ):
         assert a.shape == b.shape and a.dtype == b.dtype
         np.testing.assert_array_equal(a, b)
-    with conv_autodiff("vjp"):
-        np.testing.assert_allclose(ours.apply(v_ours, x), ref.apply(v_ref, x), rtol=0, atol=1e-6)
+    for mode in layers.CONV_MODES:
+        out = Conv(**cfg, conv_autodiff=mode).apply(v_ours, x)
+        np.testing.assert_allclose(out, ref.apply(v_ref, x), rtol=0, atol=1e-6)
 
 
 def test_model_init_bit_identical_to_flax_conv(monkeypatch):
@@ -49,7 +50,13 @@ def test_model_init_bit_identical_to_flax_conv(monkeypatch):
     ours_resnet = jax.eval_shape(
         lambda: models.init_variables(models.build_model(resnet), 7, (8, 8, 3))
     )
-    monkeypatch.setattr(models, "Conv", nn.Conv)
+
+    def flax_conv(*args, conv_autodiff="lax", **kwargs):
+        del conv_autodiff  # flax.linen.Conv has only XLA's derivatives
+        return nn.Conv(*args, **kwargs)
+
+    monkeypatch.setattr(models.lenet, "Conv", flax_conv)
+    monkeypatch.setattr(models.resnet, "Conv", flax_conv)
     ref = models.init_variables(models.build_model(lenet), 7, (8, 8, 3))
     ref_resnet = jax.eval_shape(
         lambda: models.init_variables(models.build_model(resnet), 7, (8, 8, 3))
@@ -68,13 +75,13 @@ def test_fast_vjp_matches_autodiff_in_float64(cfg):
         conv = Conv(**cfg)
         v = jax.tree_util.tree_map(lambda a: a.astype(jnp.float64), conv.init(jax.random.key(2), x))
 
-        def loss(v, x):
+        def loss(conv, v, x):
             y = conv.apply(v, x)
             return jnp.sum(jnp.sin(y) * jnp.arange(1.0, 1.0 + y.size).reshape(y.shape))
 
-        ref = jax.jit(jax.grad(loss, (0, 1)))(v, x)  # lax autodiff: the reference
-        with conv_autodiff("vjp"):
-            got = jax.jit(jax.grad(loss, (0, 1)))(v, x)
+        grad = jax.jit(jax.grad(loss, (1, 2)), static_argnums=0)
+        ref = grad(conv, v, x)  # lax autodiff: the reference
+        got = grad(Conv(**cfg, conv_autodiff="vjp"), v, x)
         assert _tree_max_diff(ref, got) < 1e-11
 
 
@@ -87,24 +94,52 @@ def test_linearized_mode_grad_of_jvp_matches_autodiff():
         )
         v1 = jax.tree_util.tree_map(lambda a: 1.3 * a + 0.1, v0)
 
-        def tangent_loss(v):
+        def tangent_loss(v, conv):
             delta = jax.tree_util.tree_map(jnp.subtract, v, v0)
             value, tan = jax.jvp(lambda w: jnp.tanh(conv.apply(w, x)), (v0,), (delta,))
             return jnp.sum(jnp.cos(value + tan))
 
-        ref_val, ref_grad = jax.jit(jax.value_and_grad(tangent_loss))(v1)
-        with conv_autodiff("linearized"):
-            val, grad = jax.jit(jax.value_and_grad(tangent_loss))(v1)
+        value_and_grad = jax.jit(jax.value_and_grad(tangent_loss), static_argnums=1)
+        ref_val, ref_grad = value_and_grad(v1, conv)
+        val, grad = value_and_grad(v1, Conv(**CONFIGS[1], conv_autodiff="linearized"))
         np.testing.assert_allclose(val, ref_val, rtol=1e-13)
         assert _tree_max_diff(ref_grad, grad) < 1e-11
 
 
 def test_vjp_mode_is_reverse_only_and_bad_mode_raises():
     x = jnp.ones((1, 4, 4, 1))
-    conv = Conv(2, (3, 3))
-    v = conv.init(jax.random.key(0), x)
-    with conv_autodiff("vjp"), pytest.raises(TypeError):
-        jax.jvp(lambda w: conv.apply(w, x), (v,), (v,))
-    assert layers.current_conv_mode() == "lax"
-    with pytest.raises(ValueError, match="Valid modes"), conv_autodiff("fast"):
-        pass
+    v = Conv(2, (3, 3)).init(jax.random.key(0), x)
+    jax.jvp(lambda w: Conv(2, (3, 3)).apply(w, x), (v,), (v,))  # lax: forward mode works
+    with pytest.raises(TypeError):
+        jax.jvp(lambda w: Conv(2, (3, 3), conv_autodiff="vjp").apply(w, x), (v,), (v,))
+    with pytest.raises(ValueError, match="Valid modes"):
+        Conv(2, (3, 3), conv_autodiff="fast").apply(v, x)
+    with pytest.raises(ValueError, match="Valid modes"):
+        with_conv_autodiff(models.build_model("lenet"), "fast")
+
+
+def test_rule_is_part_of_the_jit_key_and_gives_equal_numbers():
+    """Two rules: two compiled programs (a different backward pass), the same gradients."""
+    lenet = models.build_model({"name": "lenet", "conv_features": (2, 3), "dense_features": (4,)})
+    by_rule = {mode: with_conv_autodiff(lenet, mode) for mode in ("lax", "vjp")}
+    assert by_rule["lax"] is lenet and by_rule["vjp"].conv_autodiff == "vjp"
+    assert by_rule["lax"] != by_rule["vjp"] and hash(by_rule["lax"]) != hash(by_rule["vjp"])
+    variables = models.init_variables(lenet, 0, (8, 8, 3))
+    x = jax.random.normal(jax.random.key(1), (3, 8, 8, 3))
+    traces = []
+
+    def loss(module, params, x):
+        traces.append(module.conv_autodiff)
+        return jnp.sum(jnp.tanh(module.apply({"params": params}, x)))
+
+    grad = jax.jit(jax.grad(loss, argnums=1), static_argnums=0)
+    grads = {mode: grad(m, variables["params"], x) for mode, m in by_rule.items()}
+    grad(with_conv_autodiff(lenet, "vjp"), variables["params"], x)  # an equal module: cached
+    assert traces == ["lax", "vjp"]
+    assert _tree_max_diff(grads["lax"], grads["vjp"]) < 1e-5
+    # The programs differ: only the hand-written rule puts optimisation barriers in.
+    hlo = {m: grad.lower(by_rule[m], variables["params"], x).as_text() for m in by_rule}
+    assert "optimization_barrier" in hlo["vjp"] and "optimization_barrier" not in hlo["lax"]
+    # A model without convolutions has no rule to set.
+    mlp = models.build_model({"name": "mlp", "features": (4,)})
+    assert with_conv_autodiff(mlp, "vjp") is mlp

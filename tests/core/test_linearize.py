@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from jax.flatten_util import ravel_pytree
 
-from linearized_kedro.core.layers import conv_autodiff
+from linearized_kedro.core.layers import with_conv_autodiff
 from linearized_kedro.core.linearize import linearize, linearize_diff
 from linearized_kedro.core.models import build_model, init_variables, scalar_apply
 
@@ -18,9 +18,9 @@ CONFIGS = {
 }
 
 
-def _setup64(name):
+def _setup64(name, conv_autodiff="lax"):
     """Float64 network f, θ0, a direction Δ and inputs (inside an x64 context)."""
-    module = build_model(CONFIGS[name])
+    module = with_conv_autodiff(build_model(CONFIGS[name]), conv_autodiff)
     variables = init_variables(module, 0, (8, 8, 3))
     params0 = jax.tree_util.tree_map(lambda a: jnp.asarray(a, jnp.float64), variables["params"])
     f = jax.jit(scalar_apply(module, {}))
@@ -67,16 +67,14 @@ def test_gradient_of_linear_model_is_constant_and_equals_jacobian(name):
         f, params0, delta, x = _setup64(name)
         flat0, unravel = ravel_pytree(params0)
         jac = jax.jit(jax.jacrev(lambda flat, x: f(unravel(flat), x)))(flat0, x)
-        f_lin = linearize(f, params0)
         w = jnp.linspace(-1.0, 1.0, x.shape[0])
-
-        def grad_at(theta, mode):
-            with conv_autodiff(mode):
-                return ravel_pytree(jax.jit(jax.grad(lambda p: jnp.sum(w * f_lin(p, x))))(theta))[0]
-
         for mode in ("lax", "linearized"):
+            f_mode = _setup64(name, mode)[0]
+            f_lin = linearize(f_mode, params0)
+            grad = jax.jit(jax.grad(lambda p, f_lin=f_lin: jnp.sum(w * f_lin(p, x))))
             for theta in (params0, _axpy(2.0, delta, params0)):
-                np.testing.assert_allclose(grad_at(theta, mode), w @ jac, rtol=1e-10, atol=1e-12)
+                got = ravel_pytree(grad(theta))[0]
+                np.testing.assert_allclose(got, w @ jac, rtol=1e-10, atol=1e-12)
 
 
 def test_linearize_diff_zero_at_point_and_offset_free():

@@ -17,12 +17,7 @@ from linearized_kedro.datasets import (
 )
 from linearized_kedro.datasets.metadata import library_versions, run_metadata
 
-
-@pytest.fixture(autouse=True)
-def _run_settings():
-    set_run_metadata({"model": "mlp", "dataset": "digits", "seed": 42})
-    yield
-    set_run_metadata(None)
+SETTINGS = {"model": "mlp", "dataset": "digits", "seed": 42}
 
 
 @pytest.mark.parametrize(
@@ -45,10 +40,16 @@ def test_numpy_round_trip_exact(tmp_path, array):
 def test_numpy_versioned_sidecar_and_preview(tmp_path):
     dataset = NumpyDataset(filepath=str(tmp_path / "x.npy"), version=Version(None, None))
     array = np.arange(12.0).reshape(3, 4)
+    dataset.set_provenance(SETTINGS)
     dataset.save(array)
     (version_dir,) = (tmp_path / "x.npy").iterdir()
     saved = version_dir / "x.npy"
-    assert sorted(p.name for p in version_dir.iterdir()) == ["x.npy", "x.npy.meta.json"]
+    # A save outside a Kedro run is a unit of its own: committed at once.
+    assert sorted(p.name for p in version_dir.iterdir()) == [
+        "x.npy",
+        "x.npy.commit.json",
+        "x.npy.meta.json",
+    ]
     meta = read_sidecar(str(saved))
     assert meta == dataset.load_metadata()
     assert meta["artifact"]["shape"] == [3, 4] and meta["artifact"]["dtype"] == "float64"
@@ -56,7 +57,8 @@ def test_numpy_versioned_sidecar_and_preview(tmp_path):
     import hashlib
 
     assert meta["artifact"]["sha256"] == hashlib.sha256(saved.read_bytes()).hexdigest()
-    assert meta["seed"] == 42 and meta["model"] == "mlp"
+    assert meta["seed"] == 42 and meta["model"] == "mlp" and meta["run_id"] is None
+    assert meta["artifact"]["size"] == saved.stat().st_size
     assert meta["library_versions"]["jax"] == library_versions()["jax"] is not None
     assert "git_commit" in meta and "timestamp" in meta
     preview = json.loads(dataset.preview())
@@ -161,7 +163,7 @@ def test_flax_params_corrupt_file(tmp_path):
 
 
 def test_run_metadata_contents():
-    meta = run_metadata()
+    meta = run_metadata(SETTINGS)
     assert meta["dataset"] == "digits" and meta["seed"] == 42
     assert set(meta["library_versions"]) == {
         "python",
@@ -174,8 +176,14 @@ def test_run_metadata_contents():
         "kedro",
         "linearized_kedro",
     }
-    set_run_metadata({"seed": np.int64(7), "shape": (1, 2)})
-    assert run_metadata()["seed"] == 7 and run_metadata()["shape"] == [1, 2]
+    converted = run_metadata({"seed": np.int64(7), "shape": (1, 2)})
+    assert converted["seed"] == 7 and converted["shape"] == [1, 2]
+    assert "seed" not in run_metadata()  # no state survives between calls
+
+
+def test_module_global_provenance_is_gone():
+    with pytest.raises(RuntimeError, match="ProvenanceHook"):
+        set_run_metadata({"seed": 1})
 
 
 def test_read_sidecar_missing(tmp_path):

@@ -33,19 +33,23 @@ zero-padded with zero cotangents) and only ``chunk`` eigenvectors' accumulators
 
 from __future__ import annotations
 
-import contextlib
 import functools
+import logging
 import math
-from collections.abc import Iterator, Mapping
+import sys
+from collections.abc import Mapping
 from typing import Any
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
+from tqdm.auto import tqdm
 
-from .layers import conv_autodiff
+from .layers import with_conv_autodiff
 from .models import count_params, scalar_apply, split_variables
+
+logger = logging.getLogger(__name__)
 
 DEFAULT_MEMORY_BYTES = 256 * 2**20
 
@@ -63,14 +67,6 @@ DEFINITION = (
     "initial eigenvectors u_i, Θ = Θ_0 (init) or Θ_end (end); concentration = q_s(j) / "
     "median(q_s(i) for i in j±1..j±radius, 1 <= i < k)"
 )
-
-
-@contextlib.contextmanager
-def _reverse_mode_convolutions() -> Iterator[None]:
-    """Hand-written conv VJPs while tracing: the data loop below is a ``lax.scan`` of VJPs,
-    where autodiff's own backward convolutions are slow on XLA:CPU (``core.layers``)."""
-    with conv_autodiff("vjp"):
-        yield
 
 
 def _batched(x: np.ndarray, batch: int) -> np.ndarray:
@@ -192,29 +188,31 @@ def kernel_alignment(
         and np.union1d(train_idx, test_idx).size == n
         and train_idx.size + test_idx.size == n
     )
+    # Hand-written conv VJPs: the data loops are ``lax.scan``s of VJPs, where autodiff's own
+    # backward convolutions are slow on XLA:CPU (``core.layers``).
+    module = with_conv_autodiff(module, "vjp")
     project = _projection_fn(module)
     parts = {"train": train_idx, "test": test_idx}
     if not disjoint_cover:
         parts["all"] = np.arange(n)
     xbs = {name: _batched(x[idx], batch_size) for name, idx in parts.items()}
     sq = {name: [] for name in ("all", "train", "test")}
-    with _reverse_mode_convolutions():
-        for start in range(0, k, chunk):
-            uc = u[start : start + chunk]
-            c = uc.shape[0]
-            # The last chunk is padded with zero vectors (zero cotangents, sliced off
-            # below) so that every chunk reuses one compiled program.
-            uc = np.concatenate([uc, np.zeros((chunk - c, n), uc.dtype)])
-            accs = {}
-            for name, idx in parts.items():
-                ub = _batched(uc[:, idx].T, batch_size)  # (nb, b, c)
-                accs[name] = project(params, state, xbs[name], jnp.swapaxes(ub, 1, 2))
-            if disjoint_cover:
-                accs["all"] = jax.tree_util.tree_map(jnp.add, accs["train"], accs["test"])
-            for name in sq:
-                sq[name].append(np.asarray(_sq_norms(accs[name]), np.float64)[:c])
-        # diag Θ once for all samples; each split's trace is a sum over its rows.
-        diag = _grad_sq_norms_fn(module)(params, state, _batched(x, batch_size))
+    for start in range(0, k, chunk):
+        uc = u[start : start + chunk]
+        c = uc.shape[0]
+        # The last chunk is padded with zero vectors (zero cotangents, sliced off
+        # below) so that every chunk reuses one compiled program.
+        uc = np.concatenate([uc, np.zeros((chunk - c, n), uc.dtype)])
+        accs = {}
+        for name, idx in parts.items():
+            ub = _batched(uc[:, idx].T, batch_size)  # (nb, b, c)
+            accs[name] = project(params, state, xbs[name], jnp.swapaxes(ub, 1, 2))
+        if disjoint_cover:
+            accs["all"] = jax.tree_util.tree_map(jnp.add, accs["train"], accs["test"])
+        for name in sq:
+            sq[name].append(np.asarray(_sq_norms(accs[name]), np.float64)[:c])
+    # diag Θ once for all samples; each split's trace is a sum over its rows.
+    diag = _grad_sq_norms_fn(module)(params, state, _batched(x, batch_size))
     diag = np.asarray(diag, np.float64).reshape(-1)[:n]
     traces = {
         "all": float(np.sum(diag)),
@@ -352,6 +350,7 @@ def kernel_rotation(
     eigenvalues: np.ndarray,
     radius: int = DEFAULT_RADIUS,
     settings: Mapping[str, Any] | None = None,
+    progress: bool = False,
     **kwargs: Any,
 ) -> dict[str, Any]:
     """The alignment artifact of an eigenfunction sweep: every trained network against θ0.
@@ -369,6 +368,7 @@ def kernel_rotation(
         eigenvalues: (k,) initial eigenvalues (stored for the figures).
         radius: neighbours on each side in the concentration ratio.
         settings: the caller's settings (training, seed, ...), stored beside ours.
+        progress: a bar over the kernels on a terminal (one INFO line per kernel always).
         **kwargs: ``chunk``, ``batch_size``, ``memory_bytes`` of :func:`kernel_alignment`.
 
     Returns:
@@ -385,11 +385,32 @@ def kernel_rotation(
     targets = sorted(int(j) for j in trained)
     for j in targets:
         neighbours(j, k, radius)  # index and radius checks before any kernel work
+    kernels = tqdm(
+        total=len(targets) + 1,
+        desc="kernel alignment",
+        unit="kernel",
+        disable=not progress or not sys.stderr.isatty(),
+    )
     init = split_quotients(module, variables0, x, eigvecs, train_idx, test_idx, **kwargs)
+    kernels.update()
+    logger.info(
+        "Kernel alignment: Θ_0 on %d + %d samples done.", np.size(train_idx), np.size(test_idx)
+    )
     runs = {}
     for j in targets:
         end = split_quotients(module, trained[j], x, eigvecs, train_idx, test_idx, **kwargs)
         runs[str(j)] = rotation_run(init, end, j, radius)
+        kernels.update()
+        ratio = runs[str(j)]["concentration"]
+        logger.info(
+            "Kernel alignment j=%d: concentration train %.2f → %.2f, test %.2f → %.2f (θ0 → end).",
+            j,
+            ratio["train_init"],
+            ratio["train_end"],
+            ratio["test_init"],
+            ratio["test_end"],
+        )
+    kernels.close()
     return {
         "eigenvalues": eigenvalues.tolist(),
         "runs": runs,

@@ -14,7 +14,8 @@ zero-upsampled / transposed arrays, behind optimisation barriers so that XLA can
 the transposes back into the convolutions.
 
 JAX cannot give one function both a custom VJP and a forward-mode rule, so the derivative
-rule is chosen at trace time with :func:`conv_autodiff`:
+rule is part of the layer's configuration, the ``conv_autodiff`` attribute (models pass
+theirs down to every ``Conv``; :func:`with_conv_autodiff` sets it on a whole model):
 
 * ``"lax"`` (default): ``lax.conv_general_dilated``; every transformation works (jvp, vjp,
   jacfwd, hessians). Used by kernels, NADs and everything outside the training loop.
@@ -24,15 +25,14 @@ rule is chosen at trace time with :func:`conv_autodiff`:
   ``"vjp"`` convolution, so ``grad`` of a ``jvp`` (training f_lin, SPEC §1.5) is fast. It
   supports ``jvp`` and reverse mode *of* a ``jvp`` but not plain ``grad``.
 
-The mode is read when the module is traced, so it must be active while a function is traced
-(not merely when an already compiled function is called).
+Being a module attribute, the rule is part of the module's identity: two models that differ
+only in it are unequal, so every cache keyed on the module (``jax.jit`` static arguments,
+the training engine's compiled epochs) compiles one program per rule.
 """
 
 from __future__ import annotations
 
-import contextlib
-import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from functools import partial
 
 import flax.linen as nn
@@ -43,29 +43,32 @@ from jax.custom_derivatives import SymbolicZero
 
 CONV_MODES = ("lax", "vjp", "linearized")
 _DIMENSION_NUMBERS = ("NHWC", "HWIO", "NHWC")
-_state = threading.local()
 
 
-def current_conv_mode() -> str:
-    """The convolution derivative rule active in this thread (one of ``CONV_MODES``)."""
-    return getattr(_state, "mode", "lax")
-
-
-@contextlib.contextmanager
-def conv_autodiff(mode: str) -> Iterator[None]:
-    """Selects how ``Conv`` is differentiated for functions traced inside the block.
-
-    Args:
-        mode: ``"lax"``, ``"vjp"`` or ``"linearized"`` (see the module docstring).
-    """
+def check_conv_mode(mode: str) -> str:
+    """``mode`` if it is one of ``CONV_MODES``, else a ValueError naming them."""
     if mode not in CONV_MODES:
         raise ValueError(f"Unknown conv autodiff mode {mode!r}. Valid modes: {CONV_MODES}.")
-    previous = current_conv_mode()
-    _state.mode = mode
-    try:
-        yield
-    finally:
-        _state.mode = previous
+    return mode
+
+
+def with_conv_autodiff(module: nn.Module, mode: str) -> nn.Module:
+    """``module`` with its convolutions differentiated by rule ``mode``.
+
+    Args:
+        module: an unbound Flax module; a model whose convolutions follow a
+            ``conv_autodiff`` attribute (every built-in model with convolutions).
+        mode: ``"lax"``, ``"vjp"`` or ``"linearized"`` (see the module docstring).
+
+    Returns:
+        A clone with ``conv_autodiff=mode``, or ``module`` itself when it has no such
+        attribute (then its convolutions, if any, use XLA's own derivatives: the same
+        numbers, possibly slower under ``lax.scan``).
+    """
+    check_conv_mode(mode)
+    if not hasattr(module, "conv_autodiff") or module.conv_autodiff == mode:
+        return module
+    return module.clone(conv_autodiff=mode)
 
 
 def _conv(x: jax.Array, k: jax.Array, strides: tuple[int, int], pads) -> jax.Array:
@@ -196,6 +199,7 @@ class Conv(nn.Module):
         strides: (sh, sw) or an int.
         padding: ``"SAME"``, ``"VALID"``, an int, or ((lo, hi), (lo, hi)).
         use_bias: whether to add a ``bias`` (O,).
+        conv_autodiff: the derivative rule, one of ``CONV_MODES`` (module docstring).
     """
 
     features: int
@@ -205,6 +209,7 @@ class Conv(nn.Module):
     use_bias: bool = True
     kernel_init: nn.initializers.Initializer = nn.initializers.lecun_normal()
     bias_init: nn.initializers.Initializer = nn.initializers.zeros_init()
+    conv_autodiff: str = "lax"
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
@@ -221,7 +226,7 @@ class Conv(nn.Module):
         # Same dtype promotion as flax.linen.Conv (float64 under x64 references).
         dtype = jnp.result_type(x, kernel)
         x, kernel = jnp.asarray(x, dtype), jnp.asarray(kernel, dtype)
-        mode = current_conv_mode()
+        mode = check_conv_mode(self.conv_autodiff)
         if mode == "vjp":
             y = conv_fast_vjp(x, kernel, strides, pads)
         elif mode == "linearized":

@@ -1,9 +1,18 @@
-"""Provenance written beside every artifact: run settings, library versions, git commit.
+"""Sidecars and commit markers stored beside every artifact.
 
-``hooks.RunMetadataHook`` hands the run's settings to :func:`set_run_metadata`
-before a pipeline runs; the project's datasets then call :func:`write_sidecar`
-after each save, so every artifact version carries a ``<file>.meta.json`` that
-says which model, dataset, seed and code produced it (SPEC §4 item 17).
+Each stored file ``<file>`` has a sidecar ``<file>.meta.json`` written *before* the
+file is published (so a visible artifact always has one), holding
+
+- ``artifact``: what was stored (format, size, SHA-256, version, shape...), which
+  :mod:`linearized_kedro.datasets.integrity` verifies on load;
+- the provenance of the run: the settings (model, dataset, seed...), run id and
+  session id, node and pipeline, versions of the node's inputs, library versions and
+  git commit (SPEC §4 item 17). ``hooks.ProvenanceHook`` hands these to the dataset
+  before it saves; a dataset saved outside a Kedro run records only code provenance.
+
+A version is *complete* once its run committed it: ``<file>.commit.json`` beside
+the file (see ``hooks.RunsHook``). Loading "latest" means the latest complete
+version, so a killed run's artifacts are never mixed with a finished run's.
 """
 
 from __future__ import annotations
@@ -12,35 +21,41 @@ import datetime as _dt
 import functools
 import importlib.metadata
 import json
-import logging
 import platform
 import subprocess
-import uuid
 from pathlib import Path
 from typing import Any
 
 import fsspec
 import numpy as np
 
-logger = logging.getLogger(__name__)
+from linearized_kedro.datasets.atomic import (  # noqa: F401  (re-exported names)
+    atomic_write_bytes,
+    remove_quietly,
+    temporary_sibling,
+)
 
 SIDECAR_SUFFIX = ".meta.json"
+COMMIT_SUFFIX = ".commit.json"
 
 _LIBRARIES = ("jax", "jaxlib", "flax", "optax", "numpy", "scipy", "kedro")
 _PROJECT_DIST = "linearized_kedro"
 
-_run_settings: dict[str, Any] = {}
-
 
 def set_run_metadata(settings: dict[str, Any] | None) -> None:
-    """Records the settings of the current run (model, dataset, seed, ...).
+    """Removed: provenance comes from ``hooks.ProvenanceHook``, not a module global.
 
-    Args:
-        settings: JSON-serialisable mapping; replaces what was set before.
-            ``None`` clears it.
+    A module global was invisible to ``ParallelRunner``'s worker processes (every
+    sidecar recorded ``None`` settings there).
+
+    Raises:
+        RuntimeError: Always, naming the replacement.
     """
-    global _run_settings
-    _run_settings = json.loads(json.dumps(dict(settings or {}), default=_json_default))
+    raise RuntimeError(
+        "set_run_metadata() was removed: run provenance is handed to each dataset by "
+        "hooks.ProvenanceHook (registered in settings.py). Outside a Kedro run, pass "
+        "it explicitly with dataset.set_provenance({...}) before dataset.save(...)."
+    )
 
 
 def library_versions() -> dict[str, str | None]:
@@ -95,19 +110,27 @@ def git_commit() -> str | None:
     return f"{commit}+dirty" if status else commit or None
 
 
-def run_metadata() -> dict[str, Any]:
-    """The provenance of the current run.
+def code_provenance() -> dict[str, Any]:
+    """Library versions and git commit (the same for every artifact of a process)."""
+    return {"library_versions": library_versions(), "git_commit": git_commit()}
+
+
+def run_metadata(provenance: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The provenance record of one save.
+
+    Args:
+        provenance: What the run knows (settings, run id, node...); ``None`` outside a
+            Kedro run. JSON-converted (NumPy scalars, tuples, dataclasses).
 
     Returns:
-        The settings given to :func:`set_run_metadata` plus ``library_versions``,
-        ``git_commit`` and an ISO-8601 UTC ``timestamp``.
+        ``provenance`` plus ``library_versions``, ``git_commit`` (unless given) and an
+        ISO-8601 UTC ``timestamp``.
     """
-    return {
-        **json.loads(json.dumps(_run_settings)),
-        "library_versions": library_versions(),
-        "git_commit": git_commit(),
-        "timestamp": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
-    }
+    record = json_ready(dict(provenance or {}))
+    for key, value in code_provenance().items():
+        record.setdefault(key, value)
+    record["timestamp"] = _dt.datetime.now(_dt.UTC).isoformat(timespec="milliseconds")
+    return record
 
 
 def sidecar_path(path: str) -> str:
@@ -115,25 +138,37 @@ def sidecar_path(path: str) -> str:
     return f"{path}{SIDECAR_SUFFIX}"
 
 
-def write_sidecar(fs: fsspec.AbstractFileSystem, path: str, extra: dict[str, Any] | None = None):
-    """Writes ``<path>.meta.json`` with :func:`run_metadata` plus ``extra``.
+def commit_path(path: str) -> str:
+    """Path of the commit marker that belongs to the artifact at ``path``."""
+    return f"{path}{COMMIT_SUFFIX}"
 
-    Written to a temporary file and renamed, so a reader never sees half a file.
+
+def encode_json(record: dict[str, Any]) -> bytes:
+    """Stable JSON bytes (sorted keys, indented) of a record."""
+    return json.dumps(record, indent=2, sort_keys=True, default=_json_default).encode("utf-8")
+
+
+def write_sidecar(
+    fs: fsspec.AbstractFileSystem,
+    path: str,
+    extra: dict[str, Any] | None = None,
+    provenance: dict[str, Any] | None = None,
+) -> str:
+    """Writes ``<path>.meta.json`` atomically: :func:`run_metadata` plus ``artifact``.
 
     Args:
         fs: Filesystem that holds the artifact.
         path: The artifact's path on ``fs`` (the versioned path where versioned).
-        extra: Artifact-specific facts (shape, dtype, checksum, ...), stored under
-            ``"artifact"``.
+        extra: Artifact facts (format, size, sha256, shape...), stored under ``artifact``.
+        provenance: The run's record (see :func:`run_metadata`).
 
     Returns:
         The sidecar's path.
     """
-    record = run_metadata()
-    record["artifact"] = dict(extra or {})
-    text = json.dumps(record, indent=2, sort_keys=True, default=_json_default)
+    record = run_metadata(provenance)
+    record["artifact"] = json_ready(dict(extra or {}))
     target = sidecar_path(path)
-    atomic_write_bytes(fs, target, text.encode("utf-8"))
+    atomic_write_bytes(fs, target, encode_json(record))
     return target
 
 
@@ -151,41 +186,54 @@ def read_sidecar(filepath: str, fs: fsspec.AbstractFileSystem | None = None) -> 
     if fs is None:
         fs, filepath = fsspec.core.url_to_fs(str(filepath))
     target = sidecar_path(str(filepath))
-    if not fs.exists(target):
+    try:
+        with fs.open(target, "r") as handle:
+            return json.load(handle)
+    except FileNotFoundError:
         raise FileNotFoundError(
             f"No provenance file {target!r}: the artifact was not written by this "
             "project's datasets (or its sidecar was deleted)."
-        )
-    with fs.open(target, "r") as handle:
-        return json.load(handle)
+        ) from None
 
 
-def atomic_write_bytes(fs: fsspec.AbstractFileSystem, path: str, payload: bytes) -> None:
-    """Writes ``payload`` to a temporary sibling of ``path`` and renames it into place."""
-    tmp = temporary_sibling(path)
+def write_commit(fs: fsspec.AbstractFileSystem, path: str, record: dict[str, Any]) -> str:
+    """Marks the artifact at ``path`` as part of a complete run (idempotent)."""
+    target = commit_path(path)
+    atomic_write_bytes(fs, target, encode_json(json_ready(record)))
+    return target
+
+
+def is_committed(fs: fsspec.AbstractFileSystem, path: str) -> bool:
+    """Whether the artifact at ``path`` belongs to a complete run."""
+    return bool(fs.exists(commit_path(path)))
+
+
+def read_commit(fs: fsspec.AbstractFileSystem, path: str) -> dict[str, Any] | None:
+    """The commit record of the artifact at ``path``, or ``None`` if uncommitted."""
     try:
-        with fs.open(tmp, "wb") as handle:
-            handle.write(payload)
-        fs.mv(tmp, path)
-    except BaseException:
-        remove_quietly(fs, tmp)
-        raise
+        with fs.open(commit_path(path), "r") as handle:
+            return json.load(handle)
+    except FileNotFoundError:
+        return None
 
 
-def temporary_sibling(path: str) -> str:
-    """A fresh name beside ``path`` for a file being written (same filesystem, so renames are cheap)."""
-    parent, _, name = str(path).rpartition("/")
-    tmp_name = f".{name}.{uuid.uuid4().hex[:12]}.partial"
-    return f"{parent}/{tmp_name}" if parent else tmp_name
+def json_ready(value: Any, *, strict: bool = False) -> Any:
+    """``value`` with NumPy scalars/arrays, tuples, sets, paths and dataclasses made JSON types.
+
+    Args:
+        value: Any nesting of dicts, lists and the types above.
+        strict: Refuse other objects (``TypeError``) instead of storing their ``str``
+            (provenance records are lenient; stored data is not).
+    """
+    return json.loads(json.dumps(value, default=_strict_default if strict else _json_default))
 
 
-def remove_quietly(fs: fsspec.AbstractFileSystem, path: str) -> None:
-    """Deletes ``path`` if it exists, logging instead of raising on failure."""
-    try:
-        if fs.exists(path):
-            fs.rm(path)
-    except OSError as exc:  # the original error matters more than the clean-up
-        logger.warning("Could not remove temporary file %s: %s", path, exc)
+def _strict_default(value: Any) -> Any:
+    if isinstance(value, (np.generic, np.ndarray, set, frozenset, tuple, Path)) or hasattr(
+        value, "__dataclass_fields__"
+    ):
+        return _json_default(value)
+    raise TypeError(f"Object of type {type(value).__name__} is not JSON serializable")
 
 
 def _json_default(value: Any) -> Any:
@@ -197,6 +245,10 @@ def _json_default(value: Any) -> Any:
         return list(value)
     if isinstance(value, Path):
         return str(value)
+    if hasattr(value, "__dataclass_fields__"):
+        import dataclasses
+
+        return dataclasses.asdict(value)
     if hasattr(value, "__dict__"):
         return {k: v for k, v in vars(value).items() if not k.startswith("_")}
     return str(value)

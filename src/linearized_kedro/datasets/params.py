@@ -2,21 +2,16 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
 from flax import serialization
-from kedro.io.core import (
-    DatasetError,
-    get_filepath_str,
-)
+from kedro.io.core import DatasetError
 from kedro_datasets._typing import JSONPreview
 
-from linearized_kedro.datasets.base import FsspecVersionedDataset
-from linearized_kedro.datasets.metadata import atomic_write_bytes, read_sidecar, write_sidecar
+from linearized_kedro.datasets.base import ArtifactDataset
 
 
 def to_numpy_tree(tree: Any, path: str = "") -> dict[str, Any]:
@@ -70,68 +65,44 @@ def tree_shapes(tree: Mapping[str, Any], path: str = "") -> dict[str, list[int]]
     return shapes
 
 
-class FlaxParamsDataset(FsspecVersionedDataset):
+class FlaxParamsDataset(ArtifactDataset):
     """Loads and saves a Flax variables tree (``{'params':..., 'batch_stats':...}``).
 
     Stored with ``flax.serialization.msgpack_serialize``; loaded with
     ``msgpack_restore`` as a nested dict of NumPy arrays, ready for
-    ``module.apply``. Writes are atomic (temporary file + rename) and a
-    ``<file>.meta.json`` sidecar records provenance, leaf shapes, parameter count
-    and SHA-256.
+    ``module.apply``. Saves are atomic, loads verified; the sidecar records
+    provenance, leaf shapes, the parameter count and the SHA-256 (see
+    :class:`~linearized_kedro.datasets.base.ArtifactDataset`). θ0 identical to a
+    stored version is stored as a hard link to it.
 
     Example catalog entry::
 
-        "{dataset}.{model}.initial_variables":
+        ntk_spectrum.init_params:
           type: linearized_kedro.datasets.FlaxParamsDataset
-          filepath: data/06_models/{dataset}/{model}/initial_variables.msgpack
+          filepath: data/06_models/ntk_spectrum/cifar10/lenet/init_params.msgpack
           versioned: true
     """
 
-    def load(self) -> dict[str, Any]:
-        """Returns the stored tree as nested dicts of NumPy arrays."""
-        load_path = get_filepath_str(self._get_load_path(), self._protocol)
-        with self._fs.open(load_path, "rb") as handle:
-            payload = handle.read()
+    FORMAT = "flax-msgpack"
+
+    def _write(self, out, data: Mapping[str, Any]) -> dict[str, Any]:
+        tree = to_numpy_tree(data)
+        out.write(serialization.msgpack_serialize(tree))
+        params = tree.get("params", tree)
+        return {
+            "collections": sorted(tree),
+            "num_params": int(sum(int(np.prod(s)) for s in tree_shapes(params).values())),
+            "shapes": tree_shapes(tree),
+        }
+
+    def _read(self, payload: bytes) -> dict[str, Any]:
         try:
             return serialization.msgpack_restore(payload)
         except Exception as exc:
             raise DatasetError(
-                f"{load_path} is not a valid Flax msgpack file ({exc}); re-run the pipeline "
-                "that produces it."
+                f"{self._filepath} is not a valid Flax msgpack file ({exc}); re-run the "
+                "pipeline that produces it."
             ) from exc
-
-    def save(self, data: Mapping[str, Any]) -> None:
-        """Stores a nested mapping of arrays (JAX arrays are copied to host first)."""
-        tree = to_numpy_tree(data)
-        payload = serialization.msgpack_serialize(tree)
-        save_path = get_filepath_str(self._get_save_path(), self._protocol)
-        atomic_write_bytes(self._fs, save_path, payload)
-        shapes = tree_shapes(tree)
-        params = tree.get("params", tree)
-        write_sidecar(
-            self._fs,
-            save_path,
-            {
-                "format": "flax-msgpack",
-                "collections": sorted(tree),
-                "num_params": int(sum(int(np.prod(s)) for s in tree_shapes(params).values())),
-                "shapes": shapes,
-                "sha256": hashlib.sha256(payload).hexdigest(),
-                "version": self.resolve_save_version(),
-            },
-        )
-        self._invalidate_cache()
-
-    def _exists(self) -> bool:
-        try:
-            load_path = get_filepath_str(self._get_load_path(), self._protocol)
-        except DatasetError:
-            return False
-        return self._fs.exists(load_path)
-
-    def load_metadata(self) -> dict[str, Any]:
-        """The provenance stored beside the version that :meth:`load` would read."""
-        return read_sidecar(get_filepath_str(self._get_load_path(), self._protocol), self._fs)
 
     def preview(self) -> JSONPreview:
         """Leaf shapes and the parameter count, for Kedro-Viz."""
@@ -143,10 +114,3 @@ class FlaxParamsDataset(FsspecVersionedDataset):
             "shapes": shapes,
         }
         return JSONPreview(json.dumps(info))
-
-    def _release(self) -> None:
-        super()._release()
-        self._invalidate_cache()
-
-    def _invalidate_cache(self) -> None:
-        self._fs.invalidate_cache(get_filepath_str(self._filepath, self._protocol))

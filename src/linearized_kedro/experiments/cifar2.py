@@ -16,10 +16,15 @@ import numpy as np
 
 from linearized_kedro.core.config import Config, ConfigError
 from linearized_kedro.core.data import binary_labels, stratified_subset
-from linearized_kedro.core.models import ModelConfig, build_model, count_params, init_variables
+from linearized_kedro.core.models import (
+    build_model,
+    count_params,
+    init_variables,
+    model_config,
+)
 from linearized_kedro.core.train import TrainConfig, train_model
 from linearized_kedro.experiments import results
-from linearized_kedro.experiments.common import check_seed, model_kinds
+from linearized_kedro.experiments.common import check_seed, model_kinds, training_progress
 
 logger = logging.getLogger(__name__)
 
@@ -124,7 +129,7 @@ def train_cifar2(
         raise ValueError(
             f"cifar2 needs train and test rows; got num_train={num_train} of N={x.shape[0]}."
         )
-    cfg_model = ModelConfig.from_dict(model_cfg)
+    cfg_model = model_config(model_cfg)
     shape = cfg_model.check_input_shape(x.shape[1:])
     sizes = config.sizes(num_train, num_classes)
     subset_seed = seed + 999 if config.subset_seed is None else int(config.subset_seed)
@@ -132,6 +137,7 @@ def train_cifar2(
     train_key, model_key = jax.random.split(jax.random.key(seed))
     variables0 = init_variables(module, model_key, shape)
     test_x, test_y = x[num_train:], y[num_train:]
+    progress = training_progress("cifar2", config.progress)
     settings = results.RunSettings(
         experiment="cifar2",
         dataset=dataset,
@@ -159,7 +165,8 @@ def train_cifar2(
                 test_y,
                 config.train,
                 train_key,
-                progress=config.progress,
+                progress=progress,
+                task_label=f"n={size}",
             )
             rows.append(
                 results.task_row(

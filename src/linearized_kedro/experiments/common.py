@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 
 from linearized_kedro.core.config import ConfigError
+from linearized_kedro.core.train import TrainingProgress
 
 # `linearize` values → the model kinds trained (core.train kinds).
 KINDS_BY_LINEARIZE = {"false": ("network",), "true": ("linear",), "both": ("network", "linear")}
@@ -63,6 +64,11 @@ def with_shortcuts(config: Any, label_idx: Any = None, linearize: Any = None) ->
     if linearize is not None and hasattr(config, "linearize"):
         changes["linearize"] = linearize
     return config.replace(**changes) if changes else config
+
+
+def training_progress(experiment: str, bars: bool) -> TrainingProgress:
+    """The engine's reporter: one INFO line per finished task always; bars if asked on a TTY."""
+    return TrainingProgress(experiment, bars=None if bars else False)
 
 
 def check_seed(seed: Any) -> int:

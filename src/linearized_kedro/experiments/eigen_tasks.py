@@ -22,12 +22,17 @@ import pandas as pd
 from linearized_kedro.core import alignment as alignment_core
 from linearized_kedro.core.config import Config, ConfigError
 from linearized_kedro.core.fingerprint import fingerprint
-from linearized_kedro.core.models import ModelConfig, build_model
+from linearized_kedro.core.models import build_model, model_config
 from linearized_kedro.core.sharding import partition_key
 from linearized_kedro.core.tasks import binarize_eigenfunction
 from linearized_kedro.core.train import TrainConfig, train_sweep
 from linearized_kedro.experiments import results
-from linearized_kedro.experiments.common import check_seed, index_list, model_kinds
+from linearized_kedro.experiments.common import (
+    check_seed,
+    index_list,
+    model_kinds,
+    training_progress,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -96,7 +101,7 @@ def check_spectrum_matches(
         data_report: the prepared data's report.
         variables0: θ0 loaded beside the spectrum (checked against its fingerprint).
     """
-    config = ModelConfig.from_dict(model_cfg).to_dict()
+    config = model_config(model_cfg).to_dict()
     stored = ntk_report.get("model_config")
     if stored != config:
         raise ValueError(
@@ -168,7 +173,7 @@ def train_eigen_tasks(
             f"eigenvectors (indices 0..{k - 1}). Use smaller indices or rerun ntk_spectrum "
             f"with --params ntk.num_eigvecs={max(too_big) + 1} or more."
         )
-    cfg_model = ModelConfig.from_dict(model_cfg)
+    cfg_model = model_config(model_cfg)
     module = build_model(cfg_model)
     x = np.asarray(inputs, np.float32)
     labels = eigen_labels(eigenvectors, indices)
@@ -205,7 +210,8 @@ def train_eigen_tasks(
             config.train,
             keys,
             strategy=config.sweep_strategy,
-            progress=config.progress,
+            progress=training_progress("eigen_training", config.progress),
+            task_labels=[f"j={j}" for j in indices],
         )
         for j, y, result in zip(indices, labels, trained, strict=True):
             name = results.run_name(kind, j)
@@ -250,6 +256,7 @@ def train_eigen_tasks(
         np.arange(num_train, x.shape[0]),
         eigenvalues=eigenvalues,
         settings={"train": settings.train, "seed": seed},
+        progress=config.progress,
     )
     return _warn_degenerate(out)
 

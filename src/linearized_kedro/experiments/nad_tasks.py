@@ -20,9 +20,14 @@ import numpy as np
 from linearized_kedro.core import nads as nads_core
 from linearized_kedro.core.config import Config, ConfigError, from_mapping
 from linearized_kedro.core.models import ModelConfig, build_model
-from linearized_kedro.core.train import TrainConfig, train_model
+from linearized_kedro.core.train import TrainConfig, train_sweep
 from linearized_kedro.experiments import results
-from linearized_kedro.experiments.common import check_seed, index_list, model_kinds
+from linearized_kedro.experiments.common import (
+    check_seed,
+    index_list,
+    model_kinds,
+    training_progress,
+)
 from linearized_kedro.experiments.nads import NadsConfig, nad_model_config
 
 logger = logging.getLogger(__name__)
@@ -190,33 +195,41 @@ def train_nad_tasks(
     module = build_model(model)
     variables0 = jax.tree_util.tree_map(np.asarray, dict(variables0))
     rows, histories, trained = [], {}, {}
+    keys, datasets = [], []
     for j in indices:
         train_key, noise_key, label_key = nads_core.nad_task_keys(seed, j)
-        data = nads_core.nad_separable_dataset(
-            nads[j],
-            input_shape=shape,
-            epsilon=config.epsilon,
-            sigma=config.sigma,
-            num_train=config.num_train,
-            num_test=config.num_test,
-            noise_key=noise_key,
-            label_key=label_key,
-        )
-        for kind in kinds:
-            logger.info("Training %s on NAD %d (%d epochs)", kind, j, cfg.epochs)
-            # The inputs differ per index, so the engine's label sweep does not apply.
-            result = train_model(
-                module,
-                variables0,
-                kind,
-                data["train_x"],
-                data["train_y"],
-                data["test_x"],
-                data["test_y"],
-                cfg,
-                train_key,
-                progress=config.progress,
+        keys.append(train_key)
+        datasets.append(
+            nads_core.nad_separable_dataset(
+                nads[j],
+                input_shape=shape,
+                epsilon=config.epsilon,
+                sigma=config.sigma,
+                num_train=config.num_train,
+                num_test=config.num_test,
+                noise_key=noise_key,
+                label_key=label_key,
             )
+        )
+    # Each index has its own inputs: one sweep with per-task inputs (T, N, H, W, C).
+    stacked = {name: np.stack([d[name] for d in datasets]) for name in datasets[0]}
+    progress = training_progress(EXPERIMENT, config.progress)
+    for kind in kinds:
+        logger.info("Training %s on NADs %s (%d epochs)", kind, list(indices), cfg.epochs)
+        results_by_task = train_sweep(
+            module,
+            variables0,
+            kind,
+            stacked["train_x"],
+            stacked["train_y"],
+            stacked["test_x"],
+            stacked["test_y"],
+            cfg,
+            jax.numpy.stack(keys),
+            progress=progress,
+            task_labels=[f"NAD {j}" for j in indices],
+        )
+        for j, data, result in zip(indices, datasets, results_by_task, strict=True):
             name = results.run_name(kind, j)
             if result.diverged:
                 logger.error("NAD %d (%s) diverged (NaN/Inf loss); reported as failed.", j, kind)

@@ -21,10 +21,10 @@ import jax
 import numpy as np
 
 from linearized_kedro.core.config import Config, ConfigError
-from linearized_kedro.core.models import ModelConfig, build_model, split_variables
+from linearized_kedro.core.models import build_model, model_config, split_variables
 from linearized_kedro.core.train import TrainConfig, train_model
 from linearized_kedro.experiments import results
-from linearized_kedro.experiments.common import check_seed, index_list
+from linearized_kedro.experiments.common import check_seed, index_list, training_progress
 from linearized_kedro.experiments.eigen_tasks import eigen_labels
 
 logger = logging.getLogger(__name__)
@@ -93,11 +93,12 @@ def compare_kernels(
             "eigenvectors. Use smaller indices or rerun ntk_spectrum with a larger "
             "ntk.num_eigvecs."
         )
-    cfg_model = ModelConfig.from_dict(model_cfg)
+    cfg_model = model_config(model_cfg)
     module = build_model(cfg_model)
     x = np.asarray(inputs, np.float32)
     train_key, _ = jax.random.split(jax.random.key(seed))
     _, init_state = split_variables(variables0)
+    progress = training_progress("pretrained_comparison", config.progress)
     settings = results.RunSettings(
         experiment="pretrained_comparison",
         dataset=dataset,
@@ -115,7 +116,7 @@ def compare_kernels(
     for j, y in zip(indices, eigen_labels(eigenvectors, indices), strict=True):
         data = (x[:num_train], y[:num_train], x[num_train:], y[num_train:])
 
-        def train(start, kind, point=None, data=data):
+        def train(start, kind, point=None, data=data, label=f"j={j}"):
             return train_model(
                 module,
                 start,
@@ -124,7 +125,8 @@ def compare_kernels(
                 config.train,
                 train_key,
                 linearization_point=point,
-                progress=config.progress,
+                progress=progress,
+                task_label=label,
             )
 
         trained = {"network": train(variables0, "network")}

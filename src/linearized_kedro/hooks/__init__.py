@@ -1,6 +1,7 @@
 """Session hooks, one module per concern (registered in ``settings.py``)."""
 
-from linearized_kedro.hooks.provenance import RunMetadataHook
+from linearized_kedro.hooks.provenance import ProvenanceHook, RunMetadataHook
+from linearized_kedro.hooks.runs import RunsHook
 from linearized_kedro.hooks.runtime import JaxRuntimeHook, configure_jax
 from linearized_kedro.hooks.upstream import UpstreamArtifactsHook
 from linearized_kedro.hooks.validation import ParameterValidationHook
@@ -8,7 +9,9 @@ from linearized_kedro.hooks.validation import ParameterValidationHook
 __all__ = [
     "JaxRuntimeHook",
     "ParameterValidationHook",
+    "ProvenanceHook",
     "RunMetadataHook",
+    "RunsHook",
     "UpstreamArtifactsHook",
     "configure_jax",
 ]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 from typing import Any
 
 from kedro.framework.hooks import hook_impl
@@ -26,11 +27,18 @@ def configure_jax(runtime: dict[str, Any] | None) -> dict[str, Any]:
         raise ValueError(
             f"runtime.matmul_precision={precision!r} is not one of {', '.join(_PRECISIONS)}."
         )
-    jax.config.update("jax_enable_x64", bool(runtime.get("enable_x64", False)))
+    x64 = bool(runtime.get("enable_x64", False))
+    jax.config.update("jax_enable_x64", x64)
     jax.config.update("jax_default_matmul_precision", precision)
     cache_dir = runtime.get("compilation_cache_dir")
     if cache_dir:
         jax.config.update("jax_compilation_cache_dir", str(cache_dir))
+    # ParallelRunner's workers are new (spawned) processes that run no project hooks: JAX
+    # reads the same settings from the environment they inherit.
+    os.environ["JAX_ENABLE_X64"] = "1" if x64 else "0"
+    os.environ["JAX_DEFAULT_MATMUL_PRECISION"] = precision
+    if cache_dir:
+        os.environ["JAX_COMPILATION_CACHE_DIR"] = str(cache_dir)
     if runtime.get("distributed"):
         # Auto-detects Slurm / Open MPI; must run before any device is touched.
         jax.distributed.initialize(**dict(runtime.get("distributed_args") or {}))

@@ -21,7 +21,8 @@ kedro-mlflow's hook for the run's life cycle and logs, instead of node inputs:
 
 Tracking is on when kedro-mlflow is installed, except with ``LINEARIZED_KEDRO_TRACKING=0``
 (e.g. for a test-suite, where a fresh SQLite store per project copy costs seconds per run).
-A failure to log is a warning: tracking never fails a run.
+Once kedro-mlflow has opened the run, a failure to log into it is a warning: tracking never
+fails a run.
 """
 
 from __future__ import annotations
@@ -143,9 +144,6 @@ class TrackingHook:
     @hook_impl
     def before_pipeline_run(self, run_params: dict[str, Any], pipeline, catalog) -> None:
         import mlflow
-        from mlflow.entities import Param
-
-        from linearized_kedro.cli import run_command
 
         self._plugin.before_pipeline_run(run_params, pipeline, catalog)
         active = mlflow.active_run()
@@ -154,6 +152,17 @@ class TrackingHook:
             return
         self._run_id = active.info.run_id
         self._client = mlflow.MlflowClient()
+        try:
+            self._log_settings(run_params, pipeline, catalog)
+        except Exception as error:  # tracking never fails a run
+            logger.warning("Run settings not tracked in MLflow (%s).", error)
+
+    def _log_settings(self, run_params: dict[str, Any], pipeline, catalog) -> None:
+        """Flattened parameters; command, provenance, selection as tags; the run's name."""
+        from mlflow.entities import Param
+
+        from linearized_kedro.command import run_command
+
         # The blocks this pipeline reads, and the selection (paths depend on it) always.
         names = {n for n in pipeline.inputs() if n.startswith("params:")}
         names |= {f"params:{key}" for key in ("model", "data", "seed")}

@@ -57,14 +57,14 @@ def _check_indices(indices: Any, bound: int | None, key: str, where: str, fix: s
 
 def validate_run(pipeline: Any, catalog: Any) -> None:
     """Raises ConfigError for the first cross-block inconsistency of this run's parameters."""
-    from linearized_kedro.core.models import ModelConfig
+    from linearized_kedro.core.models import model_config
     from linearized_kedro.experiments.common import check_seed, with_shortcuts
 
     params = _params(pipeline)
     if "params:seed" in params:
         check_seed(catalog.load("params:seed"))
     if "params:model_config" in params:
-        ModelConfig.from_dict(catalog.load("params:model_config"))
+        model_config(catalog.load("params:model_config"))
     label_idx = catalog.load("params:label_idx") if "params:label_idx" in params else None
     linearize = catalog.load("params:linearize") if "params:linearize" in params else None
     data = catalog.load("params:data") if "params:data" in params else None

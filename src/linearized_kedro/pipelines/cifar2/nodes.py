@@ -7,6 +7,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from linearized_kedro.core.models import ModelConfig
 from linearized_kedro.experiments.cifar2 import Cifar2Config, cifar2_labels, train_cifar2
 
 
@@ -20,7 +21,7 @@ def train_size_sweep(
     prepared_labels: np.ndarray,
     cifar2_labels: np.ndarray,
     data_report: dict[str, Any],
-    model_config: dict[str, Any],
+    model_config: ModelConfig,
     cifar2: Cifar2Config,
     seed: int,
 ) -> tuple[pd.DataFrame, dict[str, Any]]:

@@ -7,6 +7,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from linearized_kedro.core.models import ModelConfig
 from linearized_kedro.core.sharding import partition_indices, partition_key
 from linearized_kedro.experiments.common import with_shortcuts
 from linearized_kedro.experiments.eigen_tasks import (
@@ -26,7 +27,7 @@ def train_partition(
     ntk_report: dict[str, Any],
     ntk_sample_index: np.ndarray,
     ntk_init_params: dict,
-    model_config: dict[str, Any],
+    model_config: ModelConfig,
     eigen_training: EigenTasksConfig,
     label_idx: Any,
     linearize: Any,

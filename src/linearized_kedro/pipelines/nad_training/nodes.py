@@ -7,6 +7,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from linearized_kedro.core.models import ModelConfig
 from linearized_kedro.experiments.common import with_shortcuts
 from linearized_kedro.experiments.nad_tasks import NadTasksConfig, train_nad_tasks
 from linearized_kedro.experiments.nads import NadsConfig
@@ -17,7 +18,7 @@ def train_on_nads(
     nads_eigenvalues: np.ndarray,
     nads_report: dict[str, Any],
     nads_init_params: dict,
-    model_config: dict[str, Any],
+    model_config: ModelConfig,
     nads: NadsConfig,
     nad_training: NadTasksConfig,
     label_idx: Any,

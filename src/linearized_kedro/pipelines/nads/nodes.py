@@ -7,11 +7,12 @@ from typing import Any
 import numpy as np
 
 from linearized_kedro import figures
+from linearized_kedro.core.models import ModelConfig
 from linearized_kedro.experiments.nads import NadsConfig, compute_nads
 
 
 def compute(
-    model_config: dict[str, Any], nads: NadsConfig, seed: int
+    model_config: ModelConfig, nads: NadsConfig, seed: int
 ) -> tuple[dict, np.ndarray, np.ndarray, np.ndarray, dict[str, Any]]:
     """θ0, the (D, D) NADs, them as (D, H, W, C) images, their (D,) eigenvalues, a report."""
     result = compute_nads(model_config, nads, seed)

@@ -7,6 +7,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from linearized_kedro.core.models import ModelConfig
 from linearized_kedro.experiments.common import with_shortcuts
 from linearized_kedro.experiments.eigen_tasks import check_spectrum_matches
 from linearized_kedro.experiments.pretrained import PretrainedConfig, compare_kernels
@@ -21,7 +22,7 @@ def compare_init_and_pretrained_kernels(
     ntk_report: dict[str, Any],
     ntk_sample_index: np.ndarray,
     ntk_init_params: dict,
-    model_config: dict[str, Any],
+    model_config: ModelConfig,
     pretrained_comparison: PretrainedConfig,
     label_idx: Any,
     seed: int,
