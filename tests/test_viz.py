@@ -335,15 +335,22 @@ def _select(page, pipeline: str) -> None:
     page.wait_for_selector(".pipeline-node", timeout=10_000)
 
 
-def _open(page, name: str, css: str, timeout: float = 4_000):
-    """Clicks node ``name``; returns the details panel once ``css`` is in it, else None."""
+def _open(page, name: str, css: str):
+    """Clicks node ``name``; returns the details panel if ``css`` shows in it, else None.
+
+    Waits for the node's metadata (its file path or run command, fetched on click), then
+    briefly for ``css``, which Kedro-Viz renders from the same response.
+    """
     node = page.locator(f'.pipeline-node[data-node-fullname="{name}"]')
     if node.count() == 0:
         return None
     node.first.click()
     panel = page.locator(".pipeline-metadata")
     try:
-        panel.locator(css).first.wait_for(timeout=timeout)
+        panel.locator(".pipeline-metadata__title", has_text=name).wait_for(timeout=10_000)
+        loaded = '[data-label="File Path:"], .command-value'
+        panel.locator(loaded).first.wait_for(timeout=10_000)
+        panel.locator(css).first.wait_for(timeout=2_000)
     except Exception:
         return None
     return panel
