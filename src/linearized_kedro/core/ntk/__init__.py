@@ -17,6 +17,7 @@ from .gram import TiledGram, host_array, ntk_gram
 from .plan import DEFAULT_MEMORY_BUDGET, PRODUCTS, gram_plan
 from .products import ntk_cross_gram, ntk_vector_product
 from .structure import METHODS, Site, Structure
+from .zero_columns import ZeroColumns, find_zero_columns
 
 # First-wave private names, kept for callers that imported them.
 _Site = Site
@@ -31,8 +32,10 @@ __all__ = [
     "Site",
     "Structure",
     "TiledGram",
+    "ZeroColumns",
     "conv_rows_device",
     "conv_rows_host",
+    "find_zero_columns",
     "flat_jacobian",
     "gram_plan",
     "host_array",

@@ -46,6 +46,7 @@ from . import device as dev
 from .features import Features, feature_fn
 from .plan import DEFAULT_MEMORY_BUDGET, PRODUCTS, make_plan
 from .structure import LeafKey, check_variables, check_x, layout
+from .zero_columns import find_zero_columns
 
 log = logging.getLogger(__name__)
 
@@ -85,7 +86,7 @@ class TiledGram:
 
     Args:
         module, variables, x, method, block_size, memory_budget_bytes, dtype, mesh,
-        products, device_precision, dropped: as for ``ntk_gram``.
+        products, device_precision, dropped, drop_zero_columns: as for ``ntk_gram``.
     """
 
     def __init__(
@@ -102,6 +103,7 @@ class TiledGram:
         products: str = "host",
         device_precision: str = "float64",
         dropped: Collection[LeafKey] = (),
+        drop_zero_columns: bool = False,
     ):
         self.x = check_x(x)
         self.n = int(self.x.shape[0])
@@ -112,6 +114,12 @@ class TiledGram:
             raise ValueError(f"products must be one of {', '.join(PRODUCTS)}; got {products!r}.")
         check_variables(variables)
         self.products = products
+        self.zero_columns = None
+        if drop_zero_columns:
+            if dropped:
+                raise ValueError("Pass either dropped=... or drop_zero_columns=True, not both.")
+            self.zero_columns = find_zero_columns(module, variables, self.x)
+            dropped = self.zero_columns.dropped
         self.method, self.structure = layout(
             module, variables, tuple(self.x.shape[1:]), method, dropped
         )
@@ -329,6 +337,7 @@ def ntk_gram(
     device_precision: str = "float64",
     gram_on_device: bool = False,
     dropped: Collection[LeafKey] = (),
+    drop_zero_columns: bool = False,
 ) -> Any:
     """Empirical NTK Gram K = J Jᵀ at θ0, blocked over the upper triangle (SPEC §1.4, §3.1).
 
@@ -362,6 +371,8 @@ def ntk_gram(
             inside ``core.ntk.device.x64()``.
         dropped: flattened keys of parameter leaves to leave out because their per-sample
             gradient is identically zero (``zero_columns.find_zero_columns``).
+        drop_zero_columns: find those leaves first, over all N samples of x (exact,
+            ``zero_columns``); not together with ``dropped``.
 
     Returns:
         K of shape (N, N), symmetric, in ``dtype``: a NumPy array, or a device array
@@ -385,6 +396,7 @@ def ntk_gram(
         products=products,
         device_precision=device_precision,
         dropped=dropped,
+        drop_zero_columns=drop_zero_columns,
     )
     return job.gram(
         done_blocks=done_blocks, on_block=on_block, progress=progress, on_device=gram_on_device
