@@ -57,6 +57,19 @@ def test_bad_partitions_are_refused(partition, num, match):
         sharding.partition_indices([1, 2, 3, 4, 5], partition, num)
 
 
+def test_tile_split_covers_every_tile_once_in_contiguous_chunks():
+    keys = [(i, j) for i in range(5) for j in range(i, 5)]  # 15 tiles
+    parts = [sharding.split_tiles(keys, p, 4) for p in range(4)]
+    assert [len(p) for p in parts] == [4, 4, 4, 3]
+    assert sum(parts, []) == keys  # contiguous, in order, each tile exactly once
+    assert sharding.split_tiles(keys, 0, 1) == keys
+    assert sharding.split_tiles(keys[:2], 3, 4) == []  # more processes than tiles
+    for bad in ((4, 4), (-1, 2), (0, 0)):
+        with pytest.raises(ValueError, match="process_"):
+            sharding.split_tiles(keys, *bad)
+    assert sharding.process_info() == (0, 1)
+
+
 # --------------------------------------------------------------------------------------
 # Helpers on this process's single CPU device
 # --------------------------------------------------------------------------------------

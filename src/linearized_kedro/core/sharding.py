@@ -165,3 +165,37 @@ def partition_key(partition: int | None, num_partitions: int) -> str:
     """File key of one partition's results, e.g. ``part-003-of-008``."""
     p = 0 if partition is None else int(partition)
     return f"part-{p:03d}-of-{int(num_partitions):03d}"
+
+
+def process_info() -> tuple[int, int]:
+    """(this process's index, number of processes) of the ``jax.distributed`` run."""
+    return int(jax.process_index()), int(jax.process_count())
+
+
+def split_tiles(keys: Sequence[Any], process_index: int, process_count: int) -> list:
+    """The share of a tile list that one process of ``process_count`` computes.
+
+    Contiguous, nearly equal chunks of the row-major tile list (sizes differ by at most
+    one): consecutive tiles share their row block, so each process's feature cache keeps
+    the reuse a single process has. Every tile belongs to exactly one process.
+
+    Args:
+        keys: all tile keys in computation order (``TiledGram.keys()``).
+        process_index: 0 <= process_index < process_count.
+        process_count: number of processes (>= 1).
+
+    Returns:
+        This process's keys, in the given order.
+    """
+    if isinstance(process_count, bool) or not isinstance(process_count, int | np.integer):
+        raise ValueError(f"process_count must be an integer >= 1; got {process_count!r}.")
+    if process_count < 1 or not 0 <= int(process_index) < process_count:
+        raise ValueError(
+            f"process_index={process_index} must satisfy 0 <= index < process_count="
+            f"{process_count}."
+        )
+    keys = list(keys)
+    base, extra = divmod(len(keys), int(process_count))
+    start = int(process_index) * base + min(int(process_index), extra)
+    stop = start + base + (1 if int(process_index) < extra else 0)
+    return keys[start:stop]
