@@ -187,9 +187,11 @@ def test_nystrom_is_an_explicit_approximation():
 
 def test_bad_inputs_and_settings_are_refused(tmp_path):
     _, variables, x = _case(MLP, (6, 6, 1), 40)
-    run = lambda xs=x, v=variables, cfg=_config(), **kw: compute_spectrum(  # noqa: E731
-        xs, v, MLP, cfg, **{"seed": 0, "num_train": 40, **kw}
-    )
+    default = _config()
+
+    def run(xs=x, cfg=default, **kw):
+        return compute_spectrum(xs, variables, MLP, cfg, **{"seed": 0, "num_train": 40, **kw})
+
     with pytest.raises(ValueError, match="must be smaller than the number of samples"):
         run(cfg=_config(num_eigvecs=40))
     nan = x.copy()
