@@ -184,7 +184,7 @@ def device_memory_bytes(config: SpectrumConfig) -> int | None:
     if config.device_memory_gb is not None:
         return int(config.device_memory_gb * 2**30)
     try:
-        stats = jax.devices()[0].memory_stats() or {}
+        stats = jax.local_devices()[0].memory_stats() or {}
     except Exception:  # noqa: BLE001 - backends without memory statistics
         stats = {}
     limit = stats.get("bytes_limit")

@@ -81,7 +81,7 @@ def measure_precision_rule(size: int = 2048, repeats: int = 3) -> dict:
         "limit": FLOAT64_SLOWDOWN_LIMIT,
         "matmul_size": size,
         "choice": choice,
-        "device": str(jax.devices()[0].device_kind),
+        "device": str(jax.local_devices()[0].device_kind),
     }
     log.info("Device product precision rule: %s", out)
     return out
@@ -175,7 +175,7 @@ class DeviceGram:
 
 def to_device(features: Features, device: Any = None) -> Features:
     """Features placed on one device (gathered from a mesh if they were sharded)."""
-    return jax.device_put(features, device or jax.devices()[0])
+    return jax.device_put(features, device or jax.local_devices()[0])
 
 
 def all_finite(tile: Any) -> bool:
