@@ -88,29 +88,36 @@ def _orthonormalise(Z):
     return Q if bool(ok) else _householder(Z)
 
 
-@functools.partial(jax.jit, static_argnames="recent")
-def _project_out(Z, B, recent: int):
-    """Z minus its projection on span(B): the recurrence block, one full pass, a second
-    full pass when the block lost more than 3 orders of magnitude (see ``host``)."""
+@jax.jit
+def _project_out(Z, B, coefficients):
+    """Z minus its projection on span(B) given C = Bᵀ Z, a second full pass when the block
+    lost more than 3 orders of magnitude (see ``host._project_out``)."""
     with _hi():
         norm0 = jnp.linalg.norm(Z, axis=0)
-        if recent:
-            R = B[:, -recent:]
-            Z = Z - R @ (R.T @ Z)
-        Z = Z - B @ (B.T @ Z)
+        Z = Z - B @ coefficients
         lost = jnp.min(jnp.linalg.norm(Z, axis=0) / jnp.maximum(norm0, 1e-300)) < 1e-3
         return lax.cond(lost, lambda z: z - B @ (B.T @ z), lambda z: z, Z)
 
 
-@functools.partial(jax.jit, static_argnames=("k", "b"))
-def _ritz(T, B, KB, k: int, b: int):
-    """Rayleigh–Ritz on span(B): top b Ritz values, vectors U = B S, images K U = KB S."""
+@functools.partial(jax.jit, static_argnames="b")
+def _small_eigh(T, b: int):
+    """Top b eigenpairs of the projected matrix, descending."""
+    theta, S = jnp.linalg.eigh(0.5 * (T + T.T))
+    return theta[::-1][:b], S[:, ::-1][:, :b]
+
+
+@functools.partial(jax.jit, static_argnames="k")
+def _lanczos_residuals(W, S_last, k: int):
     with _hi():
-        theta, S = jnp.linalg.eigh(0.5 * (T + T.T))
-        theta, S = theta[::-1][:b], S[:, ::-1][:, :b]
+        return jnp.linalg.norm(W @ S_last[:, :k], axis=0)
+
+
+@functools.partial(jax.jit, static_argnames="k")
+def _ritz_vectors(B, KB, S, theta, k: int):
+    with _hi():
         U, KU = B @ S, KB @ S
         res = jnp.linalg.norm(KU[:, :k] - U[:, :k] * theta[:k], axis=0)
-    return theta, U, KU, res
+    return U, KU, res
 
 
 @jax.jit
@@ -142,40 +149,43 @@ def _block_krylov(K, k: int, seed: int, tol: float, max_blocks: int, progress: b
     for it in range(1, max_blocks + 1):
         images.append(_matmul(K, blocks[-1]))
         B = jnp.concatenate(blocks, axis=1) if len(blocks) > 1 else blocks[0]
-        T = _grow(T, _matmul(B.T, images[-1]))
-        m = B.shape[1]
+        new = _matmul(B.T, images[-1])
+        T = _grow(T, new)
+        W = _project_out(images[-1], B, new)  # (I − BBᵀ) K Q_it, see host._block_krylov
         bar.update(1)
         if schedule.due(it):
             schedule.checks += 1
-            KB = jnp.concatenate(images, axis=1) if len(images) > 1 else images[0]
-            theta, U, KU, res = _ritz(T, B, KB, k, b)
-            theta_h, res_h = np.asarray(theta), np.asarray(res)
+            theta, S = _small_eigh(T, b)
+            res = np.asarray(_lanczos_residuals(W, S[-b:], k))
+            theta_h = np.asarray(theta)
             target = residual_targets(theta_h[:k], theta_h[0], tol)
-            worst = float(np.max(res_h / target))
-            del KB
+            worst = float(np.max(res / target))
             if worst <= 1.0 or it == max_blocks:
                 break
             schedule.record(it, worst)
-        blocks.append(_orthonormalise(_project_out(images[-1], B, min(m, 2 * b))))
+        blocks.append(_orthonormalise(W))
     bar.close()
-    del blocks, images, B
+    m = B.shape[1]
     info = {
         "krylov_blocks": it,
         "block_size": b,
         "basis_size": m,
         "rayleigh_ritz": schedule.checks,
     }
+    KB = jnp.concatenate(images, axis=1) if len(images) > 1 else images[0]
+    U, KU, res = _ritz_vectors(B, KB, S, theta, k)
+    del blocks, images, B, KB
+    res_h = np.asarray(res)
     polish = 0
     while np.any(res_h > target) and polish < 20:
         # Budget spent before convergence: float64 subspace iterations on the Ritz block.
         polish += 1
         V = _orthonormalise(KU)
         KV = _matmul(K, V)
-        theta, S = jnp.linalg.eigh(0.5 * (V.T @ KV + KV.T @ V))
-        theta, S = theta[::-1], S[:, ::-1]
-        U, KU = V @ S, KV @ S
+        theta, S = _small_eigh(_matmul(V.T, KV), V.shape[1])
+        U, KU = _matmul(V, S), _matmul(KV, S)
         res_h = np.asarray(jnp.linalg.norm(KU[:, :k] - U[:, :k] * theta[:k], axis=0))
-        theta_h = np.asarray(theta)
+    theta_h = np.asarray(theta)
     info.update(
         float64_polish_iterations=polish,
         max_residual=float(np.max(res_h / np.abs(theta_h[:k]))),
