@@ -101,8 +101,8 @@ def test_pruned_gram_equals_full_explicit_gram(resnet):
 def test_nothing_dropped_without_the_zero_init(resnet):
     module, _, x = resnet
     variables = _unzeroed(resnet[1])
-    zc = ntk.find_zero_columns(module, variables, x)
-    assert zc.dropped == () and zc.dropped_params == 0
+    zc = ntk.find_zero_columns(module, variables, x, screen=False)
+    assert zc.dropped == () and zc.dropped_params == 0 and zc.checked
     ref = explicit_gram(module, variables, x)
     K = ntk.ntk_gram(module, variables, x, block_size=4, drop_zero_columns=True)
     assert rel_err(K, ref) < F32
@@ -121,9 +121,13 @@ def test_models_without_dead_parameters_drop_nothing():
     module = build_model({"name": "lenet", "conv_features": (2, 3), "dense_features": (5,)})
     variables = init_variables(module, 0, (8, 8, 1))
     x = jax.random.normal(jax.random.key(1), (5, 8, 8, 1))
-    zc = ntk.find_zero_columns(module, variables, x)
-    assert zc.dropped == ()
+    zc = ntk.find_zero_columns(module, variables, x, screen=False)
+    assert zc.dropped == () and zc.checked
     assert all(layer["max_abs_cotangent"] > 0 for layer in zc.report()["layers"].values())
+    # The screen skips the pass: LeNet's θ0 has no all-zero weight or scale leaf.
+    screened = ntk.find_zero_columns(module, variables, x)
+    assert not screened.checked and screened.dropped == ()
+    assert screened.report()["checked_samples"] == 0
 
 
 def test_bad_combination_is_refused(resnet):

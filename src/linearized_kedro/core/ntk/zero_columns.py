@@ -20,7 +20,9 @@ with an output that is not one array). The maximum is exact: no sum of squares t
 could underflow.
 
 Cost: one batched forward and backward pass (no per-sample weight gradients), about a
-third of one feature pass.
+third of one feature pass. It is skipped when θ0 has no all-zero leaf other than biases
+(MLP, LeNet): then no layer's cotangent is forced to zero by the weights, and skipping can
+only keep columns, never drop one.
 """
 
 from __future__ import annotations
@@ -70,6 +72,7 @@ class ZeroColumns:
         layers: ``{"a/b": {"calls": c, "max_abs_cotangent": m, "leaves": [...],
             "dropped": bool}}`` for every parameter-owning layer checked; a layer that
             cannot be checked (other class, output not one array) has m = None.
+        checked: False when the pass was skipped (``may_have_zero_columns``).
     """
 
     dropped: tuple[LeafKey, ...]
@@ -77,12 +80,14 @@ class ZeroColumns:
     dropped_params: int
     n_samples: int
     layers: dict[str, dict] = field(default_factory=dict)
+    checked: bool = True
 
     def report(self) -> dict[str, Any]:
         """The JSON-friendly record stored in the spectrum report."""
         return {
             "rule": RULE,
-            "checked_samples": self.n_samples,
+            "checked": self.checked,
+            "checked_samples": self.n_samples if self.checked else 0,
             "n_params": self.n_params,
             "dropped_params": self.dropped_params,
             "kept_params": self.n_params - self.dropped_params,
@@ -164,8 +169,23 @@ def _compiled_cotangents(module: nn.Module, checked: tuple, dtype: str):
     return run
 
 
+def may_have_zero_columns(params: Any) -> bool:
+    """Whether θ0 has an all-zero leaf other than a bias (a zero weight or scale).
+
+    Without one, no layer's output cotangent is forced to be exactly zero by the weights
+    (only by a pathological activation pattern), so the check would find nothing.
+    """
+    flat = traverse_util.flatten_dict(dict(params))
+    return any(key[-1] != "bias" and not np.any(np.asarray(v)) for key, v in flat.items())
+
+
 def find_zero_columns(
-    module: nn.Module, variables: Mapping[str, Any], x: Any, *, block_size: int = 256
+    module: nn.Module,
+    variables: Mapping[str, Any],
+    x: Any,
+    *,
+    block_size: int = 256,
+    screen: bool = True,
 ) -> ZeroColumns:
     """Finds the parameter leaves with an identically zero per-sample gradient on ``x``.
 
@@ -175,6 +195,7 @@ def find_zero_columns(
         x: (N, ...) every sample of the Gram (the check is over all of them).
         block_size: samples per batched pass (memory only; the result does not depend on
             it).
+        screen: skip the pass when ``may_have_zero_columns`` is False (nothing dropped).
 
     Returns:
         ``ZeroColumns``; ``dropped`` is empty when nothing is provably zero (e.g. a
@@ -183,6 +204,9 @@ def find_zero_columns(
     x = check_x(x)
     params, state = check_variables(variables)
     flat = traverse_util.flatten_dict(params)
+    n_params = int(sum(np.size(v) for v in flat.values()))
+    if screen and not may_have_zero_columns(params):
+        return ZeroColumns((), n_params, 0, int(x.shape[0]), {}, checked=False)
     owners = _owned_leaves(flat)
     dtype = leaf_dtype(params)
     calls = _probe(module, variables, tuple(x.shape[1:]), x.dtype)
@@ -226,7 +250,7 @@ def find_zero_columns(
     dropped.sort(key=order.__getitem__)
     return ZeroColumns(
         dropped=tuple(dropped),
-        n_params=int(sum(np.size(v) for v in flat.values())),
+        n_params=n_params,
         dropped_params=int(sum(np.size(flat[k]) for k in dropped)),
         n_samples=n,
         layers=layers,
