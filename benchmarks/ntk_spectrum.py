@@ -316,10 +316,9 @@ def kedro_profile(n: int, model: str) -> dict:
         imports = time.perf_counter() - t0
         data_wall, _ = run("--pipelines", "data", "--params", params)
         spectrum_wall, log = run("--pipelines", "ntk_spectrum", "--params", params)
-        reports = sorted((project / "data").rglob("report.json"))
         report = {}
-        for path in reports:
-            if "ntk_spectrum" in str(path):
+        for path in sorted((project / "data").rglob("report.json")):
+            if path.is_file() and "ntk_spectrum" in str(path):  # versioned: .../<v>/report.json
                 report = json.loads(path.read_text())
         return {
             "n": n,

@@ -79,6 +79,17 @@ def test_device_solver_bytes_grow_with_n():
     )  # dense for N <= 1500
 
 
+def test_krylov_blocks_are_capped_by_device_memory():
+    n, k = 60_000, 1000
+    full = spectrum.device_solver_bytes(n, k)
+    assert spectrum.device_max_blocks(n, k, full) == 30
+    capped = spectrum.device_max_blocks(n, k, full // 2)
+    assert 3 <= capped < 30
+    assert spectrum.device_solver_bytes(n, k, max_blocks=capped) <= full // 2
+    assert spectrum.device_max_blocks(n, k, 10**6) is None  # not even 3 blocks
+    assert spectrum.device_max_blocks(1000, 10, 10**9) == 30  # dense fits
+
+
 def test_bad_inputs_on_device(gram):
     K = gram[0]
     with pytest.raises(ValueError, match="1 <= k < N"):

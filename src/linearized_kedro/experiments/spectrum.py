@@ -195,8 +195,9 @@ def resolve_path(config: SpectrumConfig, n: int, k: int) -> dict[str, Any]:
     """Where products, Gram and eigensolver run, and why.
 
     Device products whenever ``config.device`` resolves to the device; the Gram (float64,
-    8·N² bytes) and the eigensolver stay on the device when the Gram plus the larger of
-    the feature budget and the solver's workspace fit ``device_memory_bytes``; otherwise
+    8·N² bytes) and the eigensolver stay on the device when the Gram plus the feature
+    budget, and the Gram plus the solver's workspace for at least 3 Krylov blocks, fit
+    ``device_memory_bytes`` (the Krylov block count is capped to what fits); otherwise
     tiles stream to the host and the host solver runs.
     """
     backend = jax.default_backend()
@@ -204,10 +205,13 @@ def resolve_path(config: SpectrumConfig, n: int, k: int) -> dict[str, Any]:
     if where == "auto":
         where = "device" if ntk_device.accelerator_present() else "host"
     gram_bytes = 8 * n * n
-    solver_bytes = spectrum.device_solver_bytes(n, k, config.solver)
     available = device_memory_bytes(config)
-    needed = gram_bytes + max(config.memory_budget_bytes, solver_bytes)
-    fits = available is None or needed <= available
+    max_blocks = spectrum.common.MAX_BLOCKS if available is None else None
+    if available is not None and available > gram_bytes:
+        max_blocks = spectrum.device_max_blocks(n, k, available - gram_bytes, config.solver)
+    fits = max_blocks is not None and (
+        available is None or gram_bytes + config.memory_budget_bytes <= available
+    )
     on_device = where == "device" and fits
     return {
         "backend": backend,
@@ -216,7 +220,8 @@ def resolve_path(config: SpectrumConfig, n: int, k: int) -> dict[str, Any]:
         "gram": "device" if on_device else "host",
         "eigensolver": "device" if on_device else "host",
         "device_memory_bytes": available,
-        "device_bytes_needed": needed if where == "device" else None,
+        "gram_bytes": gram_bytes,
+        "device_max_krylov_blocks": max_blocks if on_device else None,
     }
 
 
@@ -328,6 +333,7 @@ def compute_spectrum(
             tol=config.tol,
             progress=config.progress,
             device=report["path"]["eigensolver"] == "device",
+            max_blocks=report["path"]["device_max_krylov_blocks"],
         )
         report["timings"]["eigensolver_seconds"] = time.perf_counter() - t0
         del gram

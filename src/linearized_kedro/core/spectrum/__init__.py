@@ -23,7 +23,7 @@ from .common import (
     eigen_residuals,
     resolve_solver,
 )
-from .device import device_solver_bytes, device_top_eigenpairs
+from .device import device_max_blocks, device_solver_bytes, device_top_eigenpairs
 from .host import host_top_eigenpairs
 from .nystrom import nystrom_eigenpairs
 
@@ -37,6 +37,7 @@ def top_eigenpairs(
     tol: float | None = None,
     progress: bool = False,
     device: bool | None = None,
+    max_blocks: int | None = None,
 ) -> Eigenpairs:
     """The k largest eigenpairs of a symmetric PSD (N, N) matrix, in float64.
 
@@ -51,6 +52,8 @@ def top_eigenpairs(
         progress: tqdm bar over Krylov blocks.
         device: run on the accelerator (True) or the host (False); default: where K is
             (a ``jax.Array`` on the device, anything else on the host).
+        max_blocks: Krylov blocks allowed before float64 polishing (default 30), e.g.
+            ``device_max_blocks`` for the device's memory.
 
     Returns:
         ``Eigenpairs`` with values (k,) descending, vectors (k, N) unit rows in the sign
@@ -61,6 +64,8 @@ def top_eigenpairs(
     """
     on_device = isinstance(K, jax.Array) if device is None else bool(device)
     kwargs = dict(solver=solver, seed=seed, tol=tol, progress=progress)
+    if max_blocks is not None:
+        kwargs["max_blocks"] = int(max_blocks)
     if on_device:
         return device_top_eigenpairs(K, k, **kwargs)
     return host_top_eigenpairs(np.asarray(K), k, **kwargs)
@@ -71,6 +76,7 @@ __all__ = [
     "SOLVERS",
     "Eigenpairs",
     "apply_sign_convention",
+    "device_max_blocks",
     "device_solver_bytes",
     "device_top_eigenpairs",
     "eigen_residuals",

@@ -21,6 +21,8 @@ SOLVERS = ("auto", "dense", "block_krylov")
 # dense eigh, far inside the 1e-5 / 0.9999 targets, with 2 fewer Krylov blocks than 1e-6.
 DEFAULT_TOL = 1e-5
 DENSE_MAX_N = 1500
+# Krylov blocks before float64 polishing takes over (NTK spectra at k = 100 took 7-14).
+MAX_BLOCKS = 30
 
 
 @dataclass

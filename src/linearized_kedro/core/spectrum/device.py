@@ -26,6 +26,7 @@ from tqdm.auto import tqdm
 
 from .common import (
     DEFAULT_TOL,
+    MAX_BLOCKS,
     Eigenpairs,
     RitzSchedule,
     apply_sign_convention,
@@ -36,8 +37,6 @@ from .common import (
 
 log = logging.getLogger(__name__)
 
-MAX_BLOCKS = 30
-
 
 def _x64():
     return jax.enable_x64(True)
@@ -47,17 +46,36 @@ def _hi():
     return jax.default_matmul_precision("highest")
 
 
-def device_solver_bytes(n: int, k: int, solver: str = "block_krylov", max_blocks: int = 12) -> int:
-    """Estimated peak device bytes of ``device_top_eigenpairs`` besides K itself.
+def device_solver_bytes(
+    n: int, k: int, solver: str = "block_krylov", max_blocks: int = MAX_BLOCKS
+) -> int:
+    """Peak device bytes of ``device_top_eigenpairs`` besides K itself.
 
-    ``max_blocks`` is the number of Krylov blocks expected (NTK spectra at k = 100 took
-    7-14); the solver stops early when memory runs out only through this estimate.
+    Block Krylov: the basis and its images (2 · 8·N·m, m = (k + p)·max_blocks), one more
+    N×m temporary of the Gram–Schmidt and Ritz products, T and its eigenvectors (2 · 8·m²).
+    Dense: the eigenvectors and the eigensolver's workspace (~3 · 8·N²).
     """
     if resolve_solver(solver, n, k) == "dense":
-        return 3 * 8 * n * n  # eigh workspace and eigenvectors
+        return 3 * 8 * n * n
     b, blocks = krylov_sizes(n, k, max_blocks)
     m = b * blocks
     return 8 * (3 * n * m + 2 * m * m + 4 * n * b)
+
+
+def device_max_blocks(n: int, k: int, available_bytes: int, solver: str = "auto") -> int | None:
+    """The most Krylov blocks (<= ``MAX_BLOCKS``) whose workspace fits ``available_bytes``.
+
+    Returns ``MAX_BLOCKS`` for the dense solver when it fits, and None when not even 3
+    blocks (or the dense workspace) fit: then the eigensolver should run on the host.
+    Fewer blocks than needed are safe: unconverged pairs are polished by float64 subspace
+    iterations.
+    """
+    if resolve_solver(solver, n, k) == "dense":
+        return MAX_BLOCKS if device_solver_bytes(n, k, solver) <= available_bytes else None
+    for blocks in range(MAX_BLOCKS, 2, -1):
+        if device_solver_bytes(n, k, "block_krylov", blocks) <= available_bytes:
+            return blocks
+    return None
 
 
 @jax.jit

@@ -32,6 +32,7 @@ from tqdm.auto import tqdm
 
 from .common import (
     DEFAULT_TOL,
+    MAX_BLOCKS,
     Eigenpairs,
     RitzSchedule,
     apply_sign_convention,
@@ -43,8 +44,6 @@ from .common import (
 )
 
 log = logging.getLogger(__name__)
-
-MAX_BLOCKS = 30
 
 
 def _finish(vals, vecs_cols, K64, solver, info) -> Eigenpairs:
@@ -182,6 +181,7 @@ def host_top_eigenpairs(
     seed: int = 0,
     tol: float | None = None,
     progress: bool = False,
+    max_blocks: int = MAX_BLOCKS,
 ) -> Eigenpairs:
     """The k largest eigenpairs of a symmetric PSD (N, N) host matrix, in float64.
 
@@ -211,7 +211,7 @@ def host_top_eigenpairs(
         vals, vecs = _dense(K64, k)
         info: dict[str, Any] = {"driver": "syevr", "dtype": "float64"}
     else:
-        vals, vecs, info = _block_krylov(K64, k, seed, tol, MAX_BLOCKS, progress)
+        vals, vecs, info = _block_krylov(K64, k, seed, tol, max_blocks, progress)
         info.update(seed=int(seed), tol=tol, dtype="float64")
     out = _finish(vals, vecs, K64, solver, info)
     log.info(
