@@ -28,6 +28,9 @@ from linearized_kedro.core import ntk
 from linearized_kedro.core.models import build_model, init_variables
 from linearized_kedro.experiments.spectrum import SpectrumConfig, compute_spectrum
 
+# Two fresh Python processes each import JAX and compile LeNet: ~15 s on a quiet 2-core CPU.
+pytestmark = pytest.mark.slow
+
 MODEL = {"name": "lenet", "activation": "tanh", "conv_features": [2, 3], "dense_features": [6]}
 SHAPE, N, BLOCK = (8, 8, 1), 40, 8  # 5 blocks -> 15 tiles: 8 for process 0, 7 for process 1
 

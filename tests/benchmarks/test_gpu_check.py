@@ -24,6 +24,9 @@ def gpu_check():
     return module
 
 
+# ~15 s on a quiet 2-core CPU: the dry run compiles LeNet and ResNet18 on both paths, which
+# is its point (the script must not first fail on the GPU).
+@pytest.mark.slow
 def test_dry_run_runs_every_stage(gpu_check, tmp_path):
     out = tmp_path / "check.json"
     results = gpu_check.main(["--dry-run", "--out", str(out)])

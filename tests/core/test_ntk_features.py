@@ -70,9 +70,9 @@ def test_device_conv_rows_match_per_sample_gradients(strides, padding):
 
 
 def test_flat_jacobian_matches_reference():
-    module = build_model({"name": "lenet", "conv_features": (2, 3), "dense_features": (5,)})
-    variables = init_variables(module, 0, (8, 8, 1))
-    x = jax.random.normal(jax.random.key(1), (6, 8, 8, 1))
+    module = build_model({"name": "mlp", "features": (5, 4)})
+    variables = init_variables(module, 0, (3, 3, 1))
+    x = jax.random.normal(jax.random.key(1), (6, 3, 3, 1))
     J = np.asarray(ntk.flat_jacobian(module, variables, x), np.float64)
     ref = explicit_jacobian(module, variables, x)
     assert J.shape == ref.shape

@@ -166,7 +166,7 @@ def test_float32_chunks_cover_every_column(monkeypatch):
 def test_precision_rule_is_measured():
     from linearized_kedro.core.ntk import device
 
-    choice, rule = device.choose_precision("auto")
+    choice, rule = device.choose_precision("auto", size=256)
     assert choice in ("float64", "float32") and rule["choice"] == choice
     assert rule["float64_seconds"] > 0 and rule["float32_seconds"] > 0
     assert (rule["ratio"] <= rule["limit"]) == (choice == "float64")

@@ -71,9 +71,9 @@ def test_polishing_when_the_block_budget_is_spent(gram):
 
 
 def test_device_solver_bytes_grow_with_n():
-    small = spectrum.device_solver_bytes(10_000, 100)
-    big = spectrum.device_solver_bytes(60_000, 1000)
-    assert 0 < small < big < 60_000**2 * 8  # below the Gram itself
+    small = spectrum.device_solver_bytes(10_000, 100, max_blocks=12)
+    big = spectrum.device_solver_bytes(60_000, 1000, max_blocks=12)
+    assert 0 < small < big < 60_000**2 * 8  # 12 blocks: below the Gram itself
     assert (
         spectrum.device_solver_bytes(1000, 10, solver="auto") == 3 * 8 * 1000**2
     )  # dense for N <= 1500

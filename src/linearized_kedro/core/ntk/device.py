@@ -87,15 +87,18 @@ def measure_precision_rule(size: int = 2048, repeats: int = 3) -> dict:
     return out
 
 
-def choose_precision(precision: str) -> tuple[str, dict | None]:
-    """(precision, measurement) for ``"auto"``, ``"float64"`` or ``"float32"``."""
+def choose_precision(precision: str, size: int = 2048) -> tuple[str, dict | None]:
+    """(precision, measurement) for ``"auto"``, ``"float64"`` or ``"float32"``.
+
+    ``size``: side of the square matmuls timed by the rule (``measure_precision_rule``).
+    """
     if precision not in PRECISIONS:
         raise ValueError(
             f"device precision must be one of {', '.join(PRECISIONS)}; got {precision!r}."
         )
     if precision != "auto":
         return precision, None
-    rule = measure_precision_rule()
+    rule = measure_precision_rule(size)
     return rule["choice"], rule
 
 
