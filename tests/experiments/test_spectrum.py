@@ -27,7 +27,7 @@ REPORT_KEYS = {
     "settings", "precision", "approximation", "gram_fingerprint", "sign_convention",
     "residuals", "max_residual", "eigenvalues", "positive_fraction", "timings",
     # new
-    "path", "zero_columns", "distributed",
+    "path", "zero_columns", "distributed", "blas_threads",
 }  # fmt: skip
 
 

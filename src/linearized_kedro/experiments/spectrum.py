@@ -310,34 +310,14 @@ def compute_spectrum(
         "timings": {},
     }
     module = build_model(model)
-    if config.nystrom_landmarks is not None and int(config.nystrom_landmarks) < n:
-        if process_count > 1:
-            raise ValueError(
-                "ntk.nystrom_landmarks is not split over several processes; run it in one "
-                "process (it needs m Jacobian rows and one pass over N samples)."
-            )
-        pairs = _nystrom(module, variables, inputs, config, int(seed), report)
-    else:
-        gram = _exact_gram(
-            module, variables, inputs, model, config, report, tile_store, process_index
+    with sharding.host_blas_threads() as threads:
+        report["blas_threads"] = threads
+        pairs = _spectrum(
+            module, variables, inputs, model, config, report, tile_store, process_index, int(seed)
         )
-        if gram is None:  # a worker process: its tiles are in the store
-            report["timings"]["total_seconds"] = time.perf_counter() - started
-            return Spectrum(np.zeros(0, np.float64), np.zeros((0, n), np.float32), report)
-        t0 = time.perf_counter()
-        pairs = spectrum.top_eigenpairs(
-            gram,
-            k,
-            solver=config.solver,
-            seed=int(seed),
-            tol=config.tol,
-            progress=config.progress,
-            device=report["path"]["eigensolver"] == "device",
-            max_blocks=report["path"]["device_max_krylov_blocks"],
-        )
-        report["timings"]["eigensolver_seconds"] = time.perf_counter() - t0
-        del gram
-
+    if pairs is None:  # a worker process: its tiles are in the store
+        report["timings"]["total_seconds"] = time.perf_counter() - started
+        return Spectrum(np.zeros(0, np.float64), np.zeros((0, n), np.float32), report)
     values = np.asarray(pairs.values, np.float64)
     vectors = np.asarray(pairs.vectors, np.float32)
     report["timings"]["total_seconds"] = time.perf_counter() - started
@@ -364,6 +344,34 @@ def compute_spectrum(
         report["path"]["eigensolver"],
     )
     return Spectrum(values, vectors, report)
+
+
+def _spectrum(module, variables, inputs, model, config, report, tile_store, process_index, seed):
+    """Eigenpairs by Nyström or from the exact Gram; None on a worker process."""
+    n, k = inputs.shape[0], int(config.num_eigvecs)
+    if config.nystrom_landmarks is not None and int(config.nystrom_landmarks) < n:
+        if report["distributed"]["process_count"] > 1:
+            raise ValueError(
+                "ntk.nystrom_landmarks is not split over several processes; run it in one "
+                "process (it needs m Jacobian rows and one pass over N samples)."
+            )
+        return _nystrom(module, variables, inputs, config, seed, report)
+    gram = _exact_gram(module, variables, inputs, model, config, report, tile_store, process_index)
+    if gram is None:
+        return None
+    t0 = time.perf_counter()
+    pairs = spectrum.top_eigenpairs(
+        gram,
+        k,
+        solver=config.solver,
+        seed=seed,
+        tol=config.tol,
+        progress=config.progress,
+        device=report["path"]["eigensolver"] == "device",
+        max_blocks=report["path"]["device_max_krylov_blocks"],
+    )
+    report["timings"]["eigensolver_seconds"] = time.perf_counter() - t0
+    return pairs
 
 
 def _nystrom(module, variables, inputs, config: SpectrumConfig, seed: int, report: dict):
