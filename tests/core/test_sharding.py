@@ -57,6 +57,35 @@ def test_bad_partitions_are_refused(partition, num, match):
         sharding.partition_indices([1, 2, 3, 4, 5], partition, num)
 
 
+def test_tile_split_covers_every_tile_once_in_contiguous_chunks():
+    keys = [(i, j) for i in range(5) for j in range(i, 5)]  # 15 tiles
+    parts = [sharding.split_tiles(keys, p, 4) for p in range(4)]
+    assert [len(p) for p in parts] == [4, 4, 4, 3]
+    assert sum(parts, []) == keys  # contiguous, in order, each tile exactly once
+    assert sharding.split_tiles(keys, 0, 1) == keys
+    assert sharding.split_tiles(keys[:2], 3, 4) == []  # more processes than tiles
+    for bad in ((4, 4), (-1, 2), (0, 0)):
+        with pytest.raises(ValueError, match="process_"):
+            sharding.split_tiles(keys, *bad)
+    assert sharding.process_info() == (0, 1)
+
+
+def test_host_threads_leave_busy_cores_alone(monkeypatch):
+    assert sharding.host_threads(cores=2, load=0.0) == 2
+    assert sharding.host_threads(cores=2, load=6.5) == 1  # oversubscribed: one thread
+    assert sharding.host_threads(cores=16, load=3.2) == 13
+    from threadpoolctl import threadpool_info
+
+    for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+        monkeypatch.delenv(var, raising=False)
+    with sharding.host_blas_threads(1) as n:
+        blas = [p for p in threadpool_info() if p["user_api"] == "blas"]
+        assert n == 1 and blas and all(p["num_threads"] == 1 for p in blas)
+    monkeypatch.setenv("OPENBLAS_NUM_THREADS", "3")  # an explicit setting wins
+    with sharding.host_blas_threads(1) as n:
+        assert n == 3
+
+
 # --------------------------------------------------------------------------------------
 # Helpers on this process's single CPU device
 # --------------------------------------------------------------------------------------

@@ -1,0 +1,411 @@
+"""The empirical NTK Gram K = J Jᵀ at θ0, tile by tile over the upper triangle.
+
+The kernel is Θ(x, x') = ⟨∇θ f(θ0, x), ∇θ f(θ0, x')⟩ with the full Jacobian inner product
+and a single output, so the Gram matrix is K = J Jᵀ with J the (N, P) Jacobian (SPEC §1.4).
+f runs BatchNorm in inference mode (SPEC §1.3), which makes samples independent and the
+per-sample Jacobian well defined.
+
+Two exact ways of producing the tiles (SPEC §3.1, §4 item 13):
+
+* ``"jacobian"``: explicit per-sample Jacobian rows J_b (b, P) of each block; tile (i, j)
+  is J_i J_jᵀ.
+* ``"structured"``: Dense layers as (X̃X̃ᵀ) ⊙ (ΔΔᵀ), every other parameter as explicit
+  rows R (``features``), so tile (i, j) is R_i R_jᵀ + Σ_l (X̃_l,i X̃_l,jᵀ) ⊙ (Δ_l,i Δ_l,jᵀ).
+
+``method="auto"`` uses ``"structured"`` whenever at least one Dense layer is worth
+factorising (LeNet, MLP) and ``"jacobian"`` otherwise (ResNet18). Leaves whose per-sample
+gradient is provably zero on every sample (``zero_columns``) can be left out (``dropped``):
+they contribute exactly nothing to K.
+
+Where the products run (``products``): ``"host"`` casts the features to ``dtype`` and
+multiplies with NumPy/BLAS (fastest on a CPU); ``"device"`` multiplies on the accelerator
+where the features are (``device``), float64 or float32 with float64 accumulation, and can
+keep the Gram there (``gram_on_device``) for a device eigensolver.
+
+Tiling (``plan``): tiles are computed row by row (i ascending, then j ascending) and
+mirrored into the lower triangle. The features of each block are computed at most once
+while they fit in the memory budget; blocks that do not fit are recomputed when needed.
+Given the same N and b, tile keys are stable, which is what makes ``done_blocks`` /
+``on_block`` resumption and the split over several processes possible.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import OrderedDict
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping
+from typing import Any
+
+import flax.linen as nn
+import jax
+import numpy as np
+from tqdm.auto import tqdm
+
+from .. import sharding
+from . import device as dev
+from .features import Features, feature_fn
+from .plan import DEFAULT_MEMORY_BUDGET, PRODUCTS, make_plan
+from .structure import LeafKey, check_variables, check_x, layout
+from .zero_columns import find_zero_columns
+
+log = logging.getLogger(__name__)
+
+TileKey = tuple[int, int]
+
+
+class _BlockCache:
+    """Features of sample blocks, computed lazily, kept while ``capacity`` allows."""
+
+    def __init__(self, compute: Callable[[int], Features], capacity: int):
+        self._compute = compute
+        self._capacity = max(2, capacity)
+        self._store: OrderedDict[int, Features] = OrderedDict()
+        self.evaluations = 0
+
+    def get(self, idx: int, pinned: int) -> Features:
+        if idx in self._store:
+            self._store.move_to_end(idx)
+            return self._store[idx]
+        while len(self._store) >= self._capacity:
+            # Rows are visited in ascending order, so blocks below the current row are
+            # never needed again; evict those first, then the least recently used.
+            stale = [k for k in self._store if k < pinned]
+            victim = stale[0] if stale else next(k for k in self._store if k != pinned)
+            del self._store[victim]
+        self.evaluations += 1
+        self._store[idx] = self._compute(idx)
+        return self._store[idx]
+
+
+class TiledGram:
+    """One Gram computation: layout, plan, feature blocks and tile products.
+
+    ``ntk_gram`` is the one-call form. This class is for callers that compute only some
+    tiles (one process of several, ``core.sharding.split_tiles``) or assemble tiles that
+    another process computed.
+
+    Args:
+        module, variables, x, method, block_size, memory_budget_bytes, dtype, mesh,
+        products, device_precision, dropped, drop_zero_columns: as for ``ntk_gram``.
+    """
+
+    def __init__(
+        self,
+        module: nn.Module,
+        variables: Mapping[str, Any],
+        x: Any,
+        *,
+        method: str = "auto",
+        block_size: int | None = None,
+        memory_budget_bytes: int = DEFAULT_MEMORY_BUDGET,
+        dtype: Any = np.float64,
+        mesh: Any = "auto",
+        products: str = "host",
+        device_precision: str = "float64",
+        dropped: Collection[LeafKey] = (),
+        drop_zero_columns: bool = False,
+    ):
+        self.x = check_x(x)
+        self.n = int(self.x.shape[0])
+        self.dtype = np.dtype(dtype)
+        if self.dtype not in (np.dtype(np.float32), np.dtype(np.float64)):
+            raise ValueError(f"dtype must be float32 or float64; got {self.dtype}.")
+        if products not in PRODUCTS:
+            raise ValueError(f"products must be one of {', '.join(PRODUCTS)}; got {products!r}.")
+        check_variables(variables)
+        self.products = products
+        self.zero_columns = None
+        if drop_zero_columns:
+            if dropped:
+                raise ValueError("Pass either dropped=... or drop_zero_columns=True, not both.")
+            self.zero_columns = find_zero_columns(module, variables, self.x)
+            dropped = self.zero_columns.dropped
+        self.method, self.structure = layout(
+            module, variables, tuple(self.x.shape[1:]), method, dropped
+        )
+        self.plan = make_plan(
+            self.structure,
+            self.n,
+            block_size,
+            int(memory_budget_bytes),
+            self.dtype,
+            self.method,
+            products,
+        )
+        self.precision_rule = None
+        if products == "device":
+            self.precision, self.precision_rule = dev.choose_precision(device_precision)
+        else:
+            self.precision = self.dtype.name
+        self.plan["product_precision"] = self.precision
+        self.block_size, self.n_blocks = self.plan["block_size"], self.plan["n_blocks"]
+        self._features = feature_fn(
+            module, variables, self.structure, dtype=self.dtype, on_device=products == "device"
+        )
+        # Several devices: each block's rows are split over the mesh and the jitted feature
+        # pass runs partitioned (GSPMD).
+        self._mesh = sharding.resolve_mesh(mesh)
+        self._b_dev = sharding.padded_size(self.block_size, self._mesh)
+        self._cache = _BlockCache(self._compute_block, self.plan["cached_blocks"])
+        log.info(
+            "NTK Gram: N=%d, method=%s, products=%s (%s), block_size=%d, %d tiles, %d feature "
+            "columns/sample (P=%d, %d dropped), ~%.3g product FLOPs.",
+            self.n,
+            self.method,
+            products,
+            self.precision,
+            self.block_size,
+            self.plan["n_tiles"],
+            self.plan["feature_dim"],
+            self.structure.n_params,
+            self.structure.dropped_dim,
+            self.plan["estimated_product_flops"],
+        )
+
+    # ---------------------------------------------------------------------- tiles
+    def keys(self) -> list[TileKey]:
+        """Every upper-triangle tile key (i, j), i <= j, in computation order."""
+        return [(i, j) for i in range(self.n_blocks) for j in range(i, self.n_blocks)]
+
+    def rows(self, i: int) -> slice:
+        """The sample rows of block i."""
+        b = self.block_size
+        return slice(i * b, min(self.n, (i + 1) * b))
+
+    def check_tiles(self, tiles: Mapping[TileKey, Any]) -> None:
+        """Raises if a stored tile does not belong to this tiling (key or shape)."""
+        for key, tile in tiles.items():
+            i, j = key
+            if not (0 <= i <= j < self.n_blocks):
+                raise ValueError(
+                    f"done_blocks key {key} is not an upper-triangle tile of a {self.n_blocks}x"
+                    f"{self.n_blocks} grid (N={self.n}, block_size={self.block_size}); it "
+                    "comes from a different run."
+                )
+            ri, rj = self.rows(i), self.rows(j)
+            expected = (ri.stop - ri.start, rj.stop - rj.start)
+            if np.shape(tile) != expected:
+                raise ValueError(
+                    f"done_blocks tile {key} has shape {np.shape(tile)}, expected {expected} "
+                    f"for N={self.n} and block_size={self.block_size}; resume with the "
+                    "block_size of the first run."
+                )
+
+    def _compute_block(self, idx: int) -> Features:
+        rows = self.rows(idx)
+        # pad so the compiled function sees one shape only, divisible by the mesh size
+        xb = sharding.shard_batch(sharding.pad_rows(self.x[rows], self._b_dev), self._mesh)
+        features = self._features(xb, rows.stop - rows.start)
+        if self.products == "device" and self._mesh is not None:
+            features = dev.to_device(features)
+        return features
+
+    def _product(self, fi: Features, fj: Features):
+        if self.products == "device":
+            return dev.tile_product(fi, fj, self.precision)
+        (ri,), (rj,) = fi.rows, fj.rows
+        tile = ri @ rj.T
+        for xi, xj, di, dj in zip(
+            fi.x_factors, fj.x_factors, fi.d_factors, fj.d_factors, strict=True
+        ):
+            prod = xi @ xj.T
+            prod *= di @ dj.T
+            tile += prod
+        return tile
+
+    def compute(
+        self,
+        keys: Iterable[TileKey],
+        *,
+        on_block: Callable[[TileKey, np.ndarray], None] | None = None,
+        progress: bool = False,
+    ) -> Iterator[tuple[TileKey, Any]]:
+        """Computes the tiles ``keys`` (in the given order); yields ``(key, tile)``.
+
+        Tiles are NumPy arrays of ``dtype`` (host products) or float64 device arrays
+        (device products). ``on_block(key, tile)`` receives every tile as a NumPy array
+        right after it is computed (e.g. to persist it).
+
+        Raises:
+            ValueError: a tile with NaN or Inf (the tile and its sample ranges are named).
+        """
+        keys = list(keys)
+        bar = tqdm(total=len(keys), desc="NTK tiles", disable=not progress)
+        for i, j in keys:
+            fi = self._cache.get(i, pinned=i)
+            fj = self._cache.get(j, pinned=i)
+            tile = self._product(fi, fj)
+            finite = dev.all_finite(tile) if self.products == "device" else np.isfinite(tile).all()
+            if not finite:
+                ri, rj = self.rows(i), self.rows(j)
+                raise ValueError(
+                    f"NTK tile {(i, j)} (rows {ri.start}:{ri.stop}, columns {rj.start}:"
+                    f"{rj.stop}) contains NaN or Inf; check the inputs and parameters of "
+                    "those samples (non-finite values or overflow)."
+                )
+            if on_block is not None:
+                on_block((i, j), self._host_tile(tile))
+            bar.update(1)
+            yield (i, j), tile
+        bar.close()
+
+    def _host_tile(self, tile: Any) -> np.ndarray:
+        if isinstance(tile, np.ndarray):
+            return tile.astype(self.dtype, copy=False)
+        with dev.x64():
+            return np.asarray(tile).astype(self.dtype, copy=False)
+
+    @property
+    def feature_block_evaluations(self) -> int:
+        return self._cache.evaluations
+
+    # ------------------------------------------------------------------- assembly
+    def assemble(self, tiles: Iterable[tuple[TileKey, Any]], *, on_device: bool = False):
+        """Writes tiles (and their mirror images) into an (N, N) Gram.
+
+        Args:
+            tiles: ``(key, tile)`` pairs covering every key of ``keys()``.
+            on_device: assemble a float64/``dtype`` device array (``DeviceGram``) instead
+                of a NumPy array.
+
+        Returns:
+            K (N, N): NumPy array of ``dtype``, or a device array (use it inside
+            ``device.x64()``).
+
+        Raises:
+            ValueError: some tiles are missing.
+        """
+        seen = set()
+        if on_device:
+            gram = dev.DeviceGram(self.n, self.dtype)
+            put = gram.put
+        else:
+            out = np.empty((self.n, self.n), dtype=self.dtype)
+
+            def put(ri, rj, tile):
+                tile = self._host_tile(tile)
+                out[ri, rj] = tile
+                if ri != rj:
+                    out[rj, ri] = tile.T
+
+        for (i, j), tile in tiles:
+            put(self.rows(i), self.rows(j), tile)
+            seen.add((i, j))
+        missing = sorted(set(self.keys()) - seen)
+        if missing:
+            raise ValueError(
+                f"{len(missing)} of {self.plan['n_tiles']} Gram tiles are missing, e.g. "
+                f"{missing[:5]}; compute them before assembling."
+            )
+        log.info("NTK Gram done: %d feature-block evaluations.", self._cache.evaluations)
+        return gram.array if on_device else out
+
+    def gram(
+        self,
+        *,
+        done_blocks: Mapping[TileKey, np.ndarray] | None = None,
+        on_block: Callable[[TileKey, np.ndarray], None] | None = None,
+        progress: bool = False,
+        on_device: bool = False,
+    ):
+        """The whole Gram: stored tiles reused, the others computed (see ``ntk_gram``)."""
+        done = dict(done_blocks or {})
+        self.check_tiles(done)
+        todo = [key for key in self.keys() if key not in done]
+
+        def tiles():
+            yield from done.items()
+            yield from self.compute(todo, on_block=on_block, progress=progress)
+
+        return self.assemble(tiles(), on_device=on_device)
+
+
+def ntk_gram(
+    module: nn.Module,
+    variables: Mapping[str, Any],
+    x: Any,
+    *,
+    method: str = "auto",
+    block_size: int | None = None,
+    memory_budget_bytes: int = DEFAULT_MEMORY_BUDGET,
+    dtype: Any = np.float64,
+    done_blocks: Mapping[TileKey, np.ndarray] | None = None,
+    on_block: Callable[[TileKey, np.ndarray], None] | None = None,
+    progress: bool = False,
+    mesh: Any = "auto",
+    products: str = "host",
+    device_precision: str = "float64",
+    gram_on_device: bool = False,
+    dropped: Collection[LeafKey] = (),
+    drop_zero_columns: bool = False,
+) -> Any:
+    """Empirical NTK Gram K = J Jᵀ at θ0, blocked over the upper triangle (SPEC §1.4, §3.1).
+
+    Args:
+        module: a Flax module with ``apply(variables, x (B, ...), train=False) -> (B, 1)``.
+        variables: ``{'params': θ0, ['batch_stats': ...]}``; BN runs in inference mode.
+        x: inputs of shape (N, H, W, C).
+        method: ``"auto"`` (structured when a Dense layer can be factorised, else
+            jacobian), ``"jacobian"`` (explicit J blocks, J_i J_jᵀ) or ``"structured"``
+            (Dense layers as (X̃X̃ᵀ)⊙(ΔΔᵀ), explicit J for the other parameters).
+        block_size: rows per tile b; default from N and the budget. Keep it fixed to
+            resume a run: tile keys depend on it.
+        memory_budget_bytes: bound on cached per-block features plus tile temporaries
+            (the (N, N) output itself is not counted); device memory for device products.
+        dtype: dtype of K. Host products: ``np.float64`` (default) casts the float32
+            features to float64 before every product, so K accumulates in float64;
+            ``np.float32`` is faster and ~1e-6 relative. Device products always
+            accumulate in float64 and cast the result.
+        done_blocks: tiles ``{(i, j): (b_i, b_j) array}`` with i <= j finished by an
+            earlier run with the same N and block_size; they are not recomputed.
+        on_block: called as ``on_block((i, j), tile)`` (NumPy tile) after each newly
+            computed tile, e.g. to persist it.
+        progress: show a tqdm bar over the tiles.
+        mesh: ``"auto"`` (default: split the rows of each feature block over all local
+            devices when there are several), ``None`` (one device) or a
+            ``jax.sharding.Mesh`` with axis ``"data"`` (``core.sharding``).
+        products: ``"host"`` (NumPy/BLAS) or ``"device"`` (JAX on the default device).
+        device_precision: for device products, ``"float64"``, ``"float32"`` (float32
+            chunks accumulated in float64) or ``"auto"`` (measured rule, ``device``).
+        gram_on_device: return K as a device array (device products only); use it
+            inside ``core.ntk.device.x64()``.
+        dropped: flattened keys of parameter leaves to leave out because their per-sample
+            gradient is identically zero (``zero_columns.find_zero_columns``).
+        drop_zero_columns: find those leaves first, over all N samples of x (exact,
+            ``zero_columns``); not together with ``dropped``.
+
+    Returns:
+        K of shape (N, N), symmetric, in ``dtype``: a NumPy array, or a device array
+        with ``gram_on_device``.
+
+    Raises:
+        ValueError: bad arguments, a tile containing NaN/Inf (the tile is named), a
+            ``done_blocks`` tile of the wrong shape, or a budget too small for one block.
+    """
+    if gram_on_device and products != "device":
+        raise ValueError("gram_on_device=True needs products='device'.")
+    job = TiledGram(
+        module,
+        variables,
+        x,
+        method=method,
+        block_size=block_size,
+        memory_budget_bytes=memory_budget_bytes,
+        dtype=dtype,
+        mesh=mesh,
+        products=products,
+        device_precision=device_precision,
+        dropped=dropped,
+        drop_zero_columns=drop_zero_columns,
+    )
+    return job.gram(
+        done_blocks=done_blocks, on_block=on_block, progress=progress, on_device=gram_on_device
+    )
+
+
+def host_array(a: Any) -> np.ndarray:
+    """A NumPy copy of a (possibly float64 device) array."""
+    if isinstance(a, np.ndarray):
+        return a
+    with dev.x64():
+        return np.asarray(jax.device_get(a))

@@ -1,0 +1,1 @@
+"""Tests of the benchmark scripts (a package: basenames repeat those of tests/core)."""
