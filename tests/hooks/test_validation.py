@@ -32,9 +32,9 @@ def _catalog(**params) -> DataCatalog:
 
 
 def _ntk(k: int):
-    from linearized_kedro.pipelines.ntk_spectrum.nodes import NtkParams
+    from linearized_kedro.experiments.spectrum import SpectrumConfig
 
-    return NtkParams(num_eigvecs=k)
+    return SpectrumConfig(num_eigvecs=k)
 
 
 def _pipeline(*names):

@@ -10,8 +10,9 @@ from kedro.runner import SequentialRunner
 
 from linearized_kedro.core.models import build_model, init_variables, scalar_apply, split_variables
 from linearized_kedro.datasets.gram_blocks import GramBlockStoreDataset
+from linearized_kedro.experiments.spectrum import SpectrumConfig
 from linearized_kedro.pipelines.ntk_spectrum import create_pipeline
-from linearized_kedro.pipelines.ntk_spectrum.nodes import compute_ntk_spectrum, init_network
+from linearized_kedro.pipelines.ntk_spectrum.nodes import init_network, spectrum
 
 MLP = {"name": "mlp", "activation": "relu", "features": [16, 8]}
 N_TRAIN, N_TEST = 30, 10
@@ -44,7 +45,7 @@ def _explicit_gram(config, variables, x):
 def _ntk(**overrides):
     params = {"num_eigvecs": 5, "progress": False, "block_size": 16}
     params.update(overrides)
-    return params
+    return SpectrumConfig(**params)
 
 
 class Kept(MemoryDataset):
@@ -106,7 +107,7 @@ def test_interrupted_gram_resumes_with_identical_result(tmp_path, monkeypatch):
     x, report = _data()
     variables = init_network(MLP, report, 42)
     tiles = GramBlockStoreDataset(str(tmp_path / "tiles")).load()
-    full = compute_ntk_spectrum(x, variables, MLP, report, _ntk(resume=False), 42, tiles)
+    full = spectrum(x, variables, MLP, report, _ntk(resume=False), 42, tiles)
 
     from linearized_kedro.datasets import gram_blocks
 
@@ -121,7 +122,7 @@ def test_interrupted_gram_resumes_with_identical_result(tmp_path, monkeypatch):
 
     monkeypatch.setattr(gram_blocks.GramBlockStore, "put", flaky_put)
     with pytest.raises(KeyboardInterrupt):
-        compute_ntk_spectrum(x, variables, MLP, report, _ntk(), 42, tiles)
+        spectrum(x, variables, MLP, report, _ntk(), 42, tiles)
     monkeypatch.setattr(gram_blocks.GramBlockStore, "put", original_put)
     stored = [p for p in (tmp_path / "tiles").rglob("tile_*.npy")]
     assert len(stored) == 2
@@ -132,7 +133,7 @@ def test_interrupted_gram_resumes_with_identical_result(tmp_path, monkeypatch):
         "put",
         lambda self, key, tile: (new_tiles.append(key), original_put(self, key, tile)),
     )
-    resumed = compute_ntk_spectrum(x, variables, MLP, report, _ntk(), 42, tiles)
+    resumed = spectrum(x, variables, MLP, report, _ntk(), 42, tiles)
     # 40 samples in blocks of 16 → 3 row blocks → 6 upper-triangular tiles; 2 were done.
     assert len(new_tiles) == 4
     np.testing.assert_array_equal(resumed[0], full[0])
@@ -155,7 +156,7 @@ def test_k_not_smaller_than_n_is_an_error(tmp_path):
     variables = init_network(MLP, report, 42)
     tiles = GramBlockStoreDataset(str(tmp_path)).load()
     with pytest.raises(ValueError, match="must be smaller than the number of samples"):
-        compute_ntk_spectrum(x, variables, MLP, report, _ntk(num_eigvecs=40), 42, tiles)
+        spectrum(x, variables, MLP, report, _ntk(num_eigvecs=40), 42, tiles)
 
 
 def test_data_shape_mismatch_for_preset(tmp_path):
@@ -164,7 +165,7 @@ def test_data_shape_mismatch_for_preset(tmp_path):
     tiles = GramBlockStoreDataset(str(tmp_path)).load()
     other = np.zeros((40, 5, 5, 1), np.float32)
     with pytest.raises(ValueError, match="do not match the model preset"):
-        compute_ntk_spectrum(other, variables, MLP, report, _ntk(), 42, tiles)
+        spectrum(other, variables, MLP, report, _ntk(), 42, tiles)
     lenet_shape = {"name": "lenet", "input_shape": [32, 32, 1]}
     with pytest.raises(ValueError, match="configured for inputs of shape"):
         init_network(lenet_shape, report, 42)
@@ -177,7 +178,7 @@ def test_nan_inputs_are_refused(tmp_path):
     x[3, 0, 0, 0] = np.nan
     tiles = GramBlockStoreDataset(str(tmp_path)).load()
     with pytest.raises(ValueError, match="NaN or Inf"):
-        compute_ntk_spectrum(x, variables, MLP, report, _ntk(), 42, tiles)
+        spectrum(x, variables, MLP, report, _ntk(), 42, tiles)
 
 
 def test_non_integer_seed_is_refused():
@@ -194,7 +195,7 @@ def test_resnet18_spectrum_runs_in_inference_mode(tmp_path):
     variables = init_variables(build_model(config), 42, (4, 4, 3))
     variables = jax.tree_util.tree_map(np.asarray, variables)
     tiles = GramBlockStoreDataset(str(tmp_path)).load()
-    values, vectors, out = compute_ntk_spectrum(
+    values, vectors, out = spectrum(
         x, variables, config, report, _ntk(num_eigvecs=3, block_size=None), 42, tiles
     )
     gram = _explicit_gram(config, variables, x)
@@ -205,7 +206,7 @@ def test_nystrom_is_an_explicit_approximation(tmp_path):
     x, report = _data()
     variables = init_network(MLP, report, 42)
     tiles = GramBlockStoreDataset(str(tmp_path)).load()
-    values, vectors, out = compute_ntk_spectrum(
+    values, vectors, out = spectrum(
         x, variables, MLP, report, _ntk(nystrom_landmarks=36), 42, tiles
     )
     assert out["approximation"] == "nystrom" and out["plan"]["landmarks"] == 36
@@ -215,4 +216,4 @@ def test_nystrom_is_an_explicit_approximation(tmp_path):
     np.testing.assert_allclose(values[:2], exact[:2], rtol=0.1)
     assert vectors.shape == (5, 40)
     with pytest.raises(ValueError, match="exceeds ntk.nystrom_landmarks"):
-        compute_ntk_spectrum(x, variables, MLP, report, _ntk(nystrom_landmarks=3), 42, tiles)
+        spectrum(x, variables, MLP, report, _ntk(nystrom_landmarks=3), 42, tiles)

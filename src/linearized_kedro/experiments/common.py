@@ -7,6 +7,7 @@ block. They are parsed here and only here.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from typing import Any
 
@@ -14,6 +15,8 @@ import numpy as np
 
 from linearized_kedro.core.config import ConfigError
 from linearized_kedro.core.train import TrainingProgress
+
+logger = logging.getLogger(__name__)
 
 # `linearize` values → the model kinds trained (core.train kinds).
 KINDS_BY_LINEARIZE = {"false": ("network",), "true": ("linear",), "both": ("network", "linear")}
@@ -69,6 +72,31 @@ def with_shortcuts(config: Any, label_idx: Any = None, linearize: Any = None) ->
 def training_progress(experiment: str, bars: bool) -> TrainingProgress:
     """The engine's reporter: one INFO line per finished task always; bars if asked on a TTY."""
     return TrainingProgress(experiment, bars=None if bars else False)
+
+
+def initial_variables(model_cfg: Any, input_shape: Any, seed: Any) -> dict:
+    """θ0 (and BatchNorm state) as NumPy arrays: init(key(seed), zeros((1, H, W, C))) (SPEC §1.7).
+
+    Args:
+        model_cfg: a model config (or its mapping).
+        input_shape: (H, W, C) of the inputs.
+        seed: integer seed.
+    """
+    import jax
+
+    from linearized_kedro.core.models import build_model, count_params, init_variables, model_config
+
+    config = model_config(model_cfg)
+    shape = config.check_input_shape(input_shape)
+    variables = init_variables(build_model(config), check_seed(seed), shape)
+    logger.info(
+        "θ0 of %s (%s) on %s inputs: %d parameters",
+        config.name,
+        config.activation,
+        shape,
+        count_params(variables["params"]),
+    )
+    return jax.tree_util.tree_map(np.asarray, variables)
 
 
 def check_seed(seed: Any) -> int:

@@ -4,12 +4,7 @@ from kedro.pipeline import Node, Pipeline
 
 from linearized_kedro import figures
 
-from .nodes import (
-    compute_ntk_spectrum,
-    init_network,
-    record_sample_index,
-    release_gram_tiles,
-)
+from .nodes import init_network, record_sample_index, release_gram_tiles, spectrum
 
 
 def create_pipeline(**kwargs) -> Pipeline:
@@ -28,7 +23,7 @@ def create_pipeline(**kwargs) -> Pipeline:
                 name="record_sample_index",
             ),
             Node(
-                compute_ntk_spectrum,
+                spectrum,
                 [
                     "prepared_inputs",
                     "ntk_init_params",
