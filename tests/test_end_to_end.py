@@ -232,6 +232,16 @@ def test_kedro_viz_build_has_layers_and_lineage(project):
             if not n["name"].startswith("params:") and n["name"] != "artifact_versions"
         ), pipeline
     graph = _graph(api, "__default__")
+    # The layers read in the data-engineering order, with no cycle (θ0 and the spectrum are
+    # model inputs; trained parameters come before what is measured on them).
+    assert graph["layers"] == [
+        "raw",
+        "primary",
+        "model_input",
+        "models",
+        "model_output",
+        "reporting",
+    ]
     by_id = {n["id"]: n for n in graph["nodes"]}
     summarize = next(n["id"] for n in graph["nodes"] if n["name"].endswith("summarize_experiments"))
     feeding = {by_id[e["source"]]["name"] for e in graph["edges"] if e["target"] == summarize}

@@ -60,7 +60,7 @@ CHOSEN = {"LINEARIZED_KEDRO_MODEL": "lenet", "LINEARIZED_KEDRO_DATASET": "digits
 SPECTRUM = "data/05_model_input/digits/lenet/ntk_eigenvalues.npy"
 RESULTS = "data/07_model_output/digits/lenet/eigen_training_results.csv"
 # Layers of the catalog (conf/base/catalog.yml), all used by __default__.
-LAYERS = {"raw", "primary", "feature", "model_input", "models", "model_output", "reporting"}
+LAYERS = {"raw", "primary", "model_input", "models", "model_output", "reporting"}
 CHROMIUM = Path("/usr/bin/chromium")
 # Chromium on a machine without network: no background connections (they fail by the dozen).
 CHROMIUM_ARGS = [

@@ -14,6 +14,7 @@ from linearized_kedro.experiments.eigen_tasks import (
     EigenTasksConfig,
     check_spectrum_matches,
     merge_partition_tables,
+    network_alignment,
     train_eigen_tasks,
 )
 from linearized_kedro.experiments.pretrained import PretrainedConfig, compare_kernels
@@ -45,6 +46,19 @@ def _train(spectrum, config):
     )
 
 
+def _align(spectrum, trained, config):
+    return network_alignment(
+        spectrum["prepared_inputs"],
+        N_TRAIN,
+        spectrum["ntk_eigenvalues"],
+        spectrum["ntk_eigenvectors"],
+        spectrum["ntk_init_params"],
+        trained,
+        MLP,
+        config,
+    )
+
+
 def _check(spectrum, **changes):
     args = {
         "ntk_report": spectrum["ntk_report"],
@@ -70,9 +84,11 @@ def test_table_follows_the_schema_and_labels(spectrum):
     assert row["majority_baseline_test"] == pytest.approx(max(test_positive, 1 - test_positive))
     assert row["task_axis"] == "eigen_index" and row["num_eigvecs"] == 6
     assert row["num_test"] == N_TEST and row["epochs"] == 2 and row["seed"] == 42
-    # Alignment for network runs only; every trained model's parameters are kept.
-    assert set(out.extras["alignment"]["runs"]) == {"0", "3"}
+    # Every trained model's parameters are kept; alignment measures the networks only.
     assert set(out.params) == {"network_0", "network_3", "linear_0", "linear_3"}
+    alignment = _align(spectrum, out.params, _config(label_idx=[0, 3], alignment=True))
+    assert set(alignment["runs"]) == {"0", "3"}
+    assert _align(spectrum, out.params, _config(alignment=False))["runs"] == {}
     # Negative control: another index gives other labels, hence another class balance.
     other = table[(table.task_value == 0) & (table.kind == "linear")].iloc[0]
     labels0 = (spectrum["ntk_eigenvectors"][0] > 0).astype(float)
@@ -110,7 +126,7 @@ def test_diverged_run_is_reported_as_failed(spectrum):
     out = _train(spectrum, config)
     row = out.table.iloc[0]
     assert bool(row["diverged"]) and np.isnan(row["test_accuracy"]) and np.isnan(row["train_loss"])
-    assert out.params == {} and out.extras["alignment"]["runs"] == {}
+    assert out.params == {} and _align(spectrum, out.params, config)["runs"] == {}
     # Negative control: the same task at a sane learning rate trains and keeps its model.
     sane = _train(spectrum, _config(alignment=True))
     assert not sane.table["diverged"].any() and set(sane.params) == {"network_1"}

@@ -159,9 +159,8 @@ def train_eigen_tasks(
         dataset: dataset name (recorded in the table).
 
     Returns:
-        ``TaskResults`` with the results table (task_axis ``eigen_index``), histories,
-        trained parameters and, in ``extras['alignment']``, the kernel alignment of the
-        network runs (PLAN "Kernel alignment" contract).
+        ``TaskResults`` with the results table (task_axis ``eigen_index``), histories and
+        trained parameters (:func:`network_alignment` measures the networks' kernels).
     """
     seed = check_seed(seed)
     indices = config.indices
@@ -194,7 +193,6 @@ def train_eigen_tasks(
     )
     out = results.TaskResults(table=None)
     rows = []
-    networks: dict[int, Any] = {}
     for kind in config.kinds:
         logger.info(
             "Training %s on eigenfunctions %s (%d epochs)", kind, indices, config.train.epochs
@@ -235,33 +233,7 @@ def train_eigen_tasks(
                 np.asarray, {"params": result.params, **(result.state or {})}
             )
             out.params[name] = variables
-            if kind == "network":
-                networks[j] = variables
     out.table = results.results_table(rows)
-    # The end kernel of every trained network against the kernel at θ0 (SPEC §3.2 step 5).
-    if not (config.alignment and networks):
-        out.extras["alignment"] = {
-            "eigenvalues": np.asarray(eigenvalues, np.float64).tolist(),
-            "runs": {},
-            "settings": {"train": settings.train, "seed": seed, "indices": []},
-        }
-        return _warn_degenerate(out)
-    out.extras["alignment"] = alignment_core.kernel_rotation(
-        module,
-        variables0,
-        networks,
-        x,
-        np.asarray(eigenvectors),
-        np.arange(num_train),
-        np.arange(num_train, x.shape[0]),
-        eigenvalues=eigenvalues,
-        settings={"train": settings.train, "seed": seed},
-        progress=config.progress,
-    )
-    return _warn_degenerate(out)
-
-
-def _warn_degenerate(out: results.TaskResults) -> results.TaskResults:
     degenerate = sorted(set(out.table.loc[out.table["degenerate"], "task_value"]))
     if degenerate:
         logger.warning(
@@ -269,6 +241,59 @@ def _warn_degenerate(out: results.TaskResults) -> results.TaskResults:
             degenerate,
         )
     return out
+
+
+def network_alignment(
+    inputs: np.ndarray,
+    num_train: int,
+    eigenvalues: np.ndarray,
+    eigenvectors: np.ndarray,
+    variables0: Any,
+    trained: Mapping[str, Any],
+    model_cfg: Any,
+    config: EigenTasksConfig,
+) -> dict[str, Any]:
+    """How the kernel of every trained network moved from the kernel at θ0 (SPEC §3.2 step 5).
+
+    Args:
+        inputs: (N, H, W, C) float32, train rows first (the spectrum's samples).
+        num_train: number of leading train rows.
+        eigenvalues: (k,); eigenvectors: (k, N), of the Gram at ``variables0``.
+        variables0: θ0.
+        trained: ``train_eigen_tasks(...).params``; its ``network_<j>`` entries are used.
+        model_cfg: the model preset.
+        config: the experiment's settings (``alignment: false`` measures nothing).
+
+    Returns:
+        The alignment artifact of ``core.alignment.kernel_rotation`` (``runs`` empty when
+        no network was trained or alignment is off).
+    """
+    prefix = "network_"
+    networks = {
+        int(name[len(prefix) :]): variables
+        for name, variables in trained.items()
+        if name.startswith(prefix)
+    }
+    settings = {"train": asdict(config.train), "indices": sorted(networks)}
+    if not (config.alignment and networks):
+        return {
+            "eigenvalues": np.asarray(eigenvalues, np.float64).tolist(),
+            "runs": {},
+            "settings": {**settings, "indices": []},
+        }
+    x = np.asarray(inputs, np.float32)
+    return alignment_core.kernel_rotation(
+        build_model(model_config(model_cfg)),
+        variables0,
+        networks,
+        x,
+        np.asarray(eigenvectors),
+        np.arange(num_train),
+        np.arange(num_train, x.shape[0]),
+        eigenvalues=eigenvalues,
+        settings=settings,
+        progress=config.progress,
+    )
 
 
 def merge_partition_tables(partitions: Mapping[str, Any], config: EigenTasksConfig) -> pd.DataFrame:

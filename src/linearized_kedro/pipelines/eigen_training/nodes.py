@@ -14,6 +14,7 @@ from linearized_kedro.experiments.eigen_tasks import (
     EigenTasksConfig,
     check_spectrum_matches,
     merge_partition_tables,
+    network_alignment,
     train_eigen_tasks,
 )
 
@@ -32,7 +33,7 @@ def train_partition(
     label_idx: Any,
     linearize: Any,
     seed: int,
-) -> tuple[dict[str, pd.DataFrame], dict, dict, dict]:
+) -> tuple[dict[str, pd.DataFrame], dict, dict]:
     """Trains this job's share of the index list; the table is keyed by the partition."""
     check_spectrum_matches(
         ntk_report,
@@ -56,11 +57,29 @@ def train_partition(
         seed=seed,
         dataset=data_report["dataset"],
     )
-    return (
-        {partition_key(part, parts): out.table},
-        out.histories,
-        out.params,
-        out.extras["alignment"],
+    return {partition_key(part, parts): out.table}, out.histories, out.params
+
+
+def measure_alignment(
+    prepared_inputs: np.ndarray,
+    data_report: dict[str, Any],
+    ntk_eigenvalues: np.ndarray,
+    ntk_eigenvectors: np.ndarray,
+    ntk_init_params: dict,
+    eigen_training_trained_params: dict[str, Any],
+    model_config: ModelConfig,
+    eigen_training: EigenTasksConfig,
+) -> dict[str, Any]:
+    """The trained networks' kernels against the kernel at θ0 (the alignment artifact)."""
+    return network_alignment(
+        prepared_inputs,
+        int(data_report["num_train"]),
+        ntk_eigenvalues,
+        ntk_eigenvectors,
+        ntk_init_params,
+        eigen_training_trained_params,
+        model_config,
+        eigen_training,
     )
 
 

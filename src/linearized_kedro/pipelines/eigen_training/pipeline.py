@@ -10,7 +10,7 @@ from kedro.pipeline import Node, Pipeline
 
 from linearized_kedro import figures
 
-from .nodes import merge_partitions, train_partition
+from .nodes import measure_alignment, merge_partitions, train_partition
 
 
 def create_pipeline(**kwargs) -> Pipeline:
@@ -37,9 +37,24 @@ def create_pipeline(**kwargs) -> Pipeline:
                     "eigen_training_partitions",
                     "eigen_training_histories",
                     "eigen_training_trained_params",
-                    "eigen_training_alignment",
                 ],
                 name="train_on_eigenfunctions",
+                tags=["eigen_training_sweep"],
+            ),
+            Node(
+                measure_alignment,
+                [
+                    "prepared_inputs",
+                    "data_report",
+                    "ntk_eigenvalues",
+                    "ntk_eigenvectors",
+                    "ntk_init_params",
+                    "eigen_training_trained_params",
+                    "params:model_config",
+                    "params:eigen_training",
+                ],
+                "eigen_training_alignment",
+                name="measure_kernel_alignment",
                 tags=["eigen_training_sweep"],
             ),
             Node(
