@@ -1,7 +1,7 @@
 """Benchmark: NTK Gram + top-k eigenpairs, ours vs the host path vs the original method.
 
 One command, one process, the same inputs (CIFAR-shaped N(0, 1) images, seed 42) for every
-contender (SPEC §3.1, §4 item 13, §5):
+contender (docs/methods.md §3.1, §4 item 13, §5):
 
 * **ours**: ``experiments.spectrum.compute_spectrum`` with default settings, end to end
   (zero-column check, compilation, Gram, eigensolver). On an accelerator this is the device

@@ -1,6 +1,6 @@
 """Benchmark: the scan-based training engine vs a faithful re-implementation of the original loop.
 
-Baseline (SPEC §1.6): one jitted step per batch, batches gathered by host-side indexing of a
+Baseline (docs/methods.md §1.6): one jitted step per batch, batches gathered by host-side indexing of a
 device array, drop-last, loss/accuracy pulled to the host after every step, evaluation in
 batches of 128 with a host pull per batch. Engine: ``core.train.train_model`` with its
 automatic epoch mode (``resolve_epoch_mode``) and with the other mode (``"scan"``: one

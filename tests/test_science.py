@@ -1,4 +1,4 @@
-"""Scientific checks at toy scale (SPEC §2.3) on real data: scikit-learn's digits.
+"""Scientific checks at toy scale (docs/methods.md §2.3) on real data: scikit-learn's digits.
 
 The qualitative findings of the paper, not numbers: accuracy falls with the eigenfunction
 index; index 0 is a one-class task; the kernel aligns with the target more on train than
@@ -21,7 +21,7 @@ from linearized_kedro.core.train import TrainConfig, train_model, train_sweep
 
 pytestmark = pytest.mark.slow
 
-NUM_TRAIN = 1437  # SPEC §2.3: first 1 437 digits = train, last 360 = test
+NUM_TRAIN = 1437  # docs/methods.md §2.3: first 1 437 digits = train, last 360 = test
 K = 60
 INDICES = [1, 2, 5, 10, 20, 40]
 CFG = TrainConfig(
@@ -93,7 +93,7 @@ def test_science_on_digits(benchmark):
 def test_kernel_rotates_towards_target_more_on_train(benchmark, j):
     name, module, variables, x, pairs, key = benchmark
     if name != "lenet":
-        pytest.skip("SPEC §2.3 states the alignment finding for LeNet")
+        pytest.skip("docs/methods.md §2.3 states the alignment finding for LeNet")
     y = binarize_eigenfunction(pairs.vectors, j)
     result = train_model(module, variables, "network", *_split(x, y), CFG, key)
     trained = {"params": result.params, **(result.state or {})}
@@ -109,7 +109,7 @@ def test_kernel_rotates_towards_target_more_on_train(benchmark, j):
     test_peak = aligned["test_normalized"][j] / np.median(aligned["test_normalized"])
     assert train_peak > 1.0 and train_peak > test_peak, (train_peak, test_peak)
 
-    # Pretrained-kernel linear model generalises worse than the init-kernel one (SPEC §3.5).
+    # Pretrained-kernel linear model generalises worse than the init-kernel one (docs/methods.md §3.5).
     _, state0 = split_variables(variables)
     pretrained = {"params": result.params, **state0}
     init_kernel = train_model(module, variables, "linear_diff", *_split(x, y), CFG, key)

@@ -1,4 +1,4 @@
-"""Kernel alignment (SPEC §3.2 step 5) against the explicit float64 Gram of tests/reference.py,
+"""Kernel alignment (docs/methods.md §3.2 step 5) against the explicit float64 Gram of tests/reference.py,
 and the rotation/growth controls of the trace-normalised quotients and concentration ratio."""
 
 from __future__ import annotations

@@ -35,7 +35,7 @@ def test_channel_stats_match_float64_reference():
     mean, std = channel_stats(x)
     ref = x.astype(np.float64).transpose(3, 0, 1, 2).reshape(3, -1)
     np.testing.assert_allclose(mean, ref.mean(axis=1), rtol=1e-12)
-    # Population std (ddof = 0), SPEC §1.1: sqrt(mean((x - mean)^2)).
+    # Population std (ddof = 0), docs/methods.md §1.1: sqrt(mean((x - mean)^2)).
     np.testing.assert_allclose(
         std, np.sqrt(((ref - ref.mean(1, keepdims=True)) ** 2).mean(1)), rtol=1e-12
     )

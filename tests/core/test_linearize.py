@@ -1,4 +1,4 @@
-"""Identities of the linearised models (SPEC §1.5) against explicit float64 Jacobians."""
+"""Identities of the linearised models (docs/methods.md §1.5) against explicit float64 Jacobians."""
 
 from __future__ import annotations
 

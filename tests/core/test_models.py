@@ -1,4 +1,4 @@
-"""Architectures of SPEC §1.2 and the registry: parameter counts, BN modes, configs, a toy model."""
+"""Architectures of docs/methods.md §1.2 and the registry: parameter counts, BN modes, configs, a toy model."""
 
 from dataclasses import dataclass
 
@@ -27,7 +27,7 @@ from linearized_kedro.core.models import (
 )
 from linearized_kedro.core.train import TrainConfig, train_model
 
-# SPEC §1.2 table (verified by instantiating the original architectures).
+# docs/methods.md §1.2 table (verified by instantiating the original architectures).
 PARAM_COUNTS = {
     ("mlp", (32, 32, 3)): 317_501,
     ("mlp", (28, 28, 1)): 88_701,
@@ -74,7 +74,7 @@ def test_single_output_and_determinism(name):
 
 
 def test_resnet_inference_mode_is_per_sample_and_immutable():
-    """SPEC §1.3: inference-mode BN with immutable state must not raise, and must not
+    """docs/methods.md §1.3: inference-mode BN with immutable state must not raise, and must not
     couple samples (the original crashes here)."""
     module = build_model({"name": "resnet18", "stage_sizes": [1, 1], "num_filters": 4})
     variables = init_variables(module, 0, (4, 4, 3))
@@ -95,7 +95,7 @@ def test_resnet_inference_mode_is_per_sample_and_immutable():
 
 
 def test_resnet_zero_init_residual_gives_zero_branch_gradients():
-    """SPEC §1.2 structural fact: residual-branch convs get exactly zero gradient at init."""
+    """docs/methods.md §1.2 structural fact: residual-branch convs get exactly zero gradient at init."""
     module = build_model({"name": "resnet18", "stage_sizes": [1, 1], "num_filters": 4})
     variables = init_variables(module, 0, (4, 4, 3))
     params, state = split_variables(variables)

@@ -1,4 +1,4 @@
-"""Per-sample features: host and device convolution rows, the flat Jacobian (SPEC §1.4)."""
+"""Per-sample features: host and device convolution rows, the flat Jacobian (docs/methods.md §1.4)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The tiled NTK Gram: every method and product path against the float64 J Jᵀ (SPEC §1.4, §3.1).
+"""The tiled NTK Gram: every method and product path against the float64 J Jᵀ (docs/methods.md §1.4, §3.1).
 
 References come from ``tests/reference.py`` (jacrev of the batched network on the flat
 parameter vector, float64). Tolerances: ``TOLERANCES`` (float32 features accumulated in

@@ -1,6 +1,6 @@
 """Exact zero columns of the Jacobian (#11 §2) against the explicit float64 Jacobian.
 
-ResNet18's zero-initialised last BN scale of each residual block (SPEC §1.2) zeroes the
+ResNet18's zero-initialised last BN scale of each residual block (docs/methods.md §1.2) zeroes the
 gradient of every parameter inside the branches at θ0. The reference Jacobian
 (``tests/reference.py``) shows those columns are exact zeros; the pruned Gram must equal the
 full explicit Gram. Negative control: with the zero scales set to non-zero values nothing is

@@ -1,4 +1,4 @@
-"""Eigensolver tests against numpy.linalg.eigh on matrices of known spectrum (SPEC §3.1)."""
+"""Eigensolver tests against numpy.linalg.eigh on matrices of known spectrum (docs/methods.md §3.1)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The ``train:`` block, schedules and optimisers (core/train/config.py, SPEC §1.6)."""
+"""The ``train:`` block, schedules and optimisers (core/train/config.py, docs/methods.md §1.6)."""
 
 from __future__ import annotations
 

@@ -2,7 +2,7 @@
 
 For BCE on logits the gradient of the masked mean loss is Jᵀ((σ(f) − y)·m) / Σm, with J the
 Jacobian of the logits at the point the model is differentiated (θ for the network, θ0
-for its linearisation, SPEC §1.5).
+for its linearisation, docs/methods.md §1.5).
 """
 
 from __future__ import annotations

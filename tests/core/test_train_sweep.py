@@ -73,7 +73,7 @@ def test_sweep_strategies_agree_with_sequential(data, mlp):
 
 
 def test_shared_key_draws_one_batch_order_for_all_vmapped_tasks(data):
-    """The eigenfunction sweeps' case: one key for every task (SPEC §3.2)."""
+    """The eigenfunction sweeps' case: one key for every task (docs/methods.md §3.2)."""
     module = build_model(LENET)
     variables = init_variables(module, 0, (8, 8, 3))
     x, y, xt, yt = data
@@ -108,7 +108,7 @@ def test_auto_strategy_on_cpu_vmaps_only_where_measured_faster(mlp):
 
 
 def test_tasks_with_their_own_inputs(data, mlp):
-    """The NAD experiments' case: every task has its own dataset (SPEC §3.4)."""
+    """The NAD experiments' case: every task has its own dataset (docs/methods.md §3.4)."""
     module, variables = mlp
     x, y, xt, yt = data
     rng = np.random.default_rng(1)

@@ -1,4 +1,4 @@
-"""experiments.cifar2: labels, sizes, the sweep, determinism and failures (SPEC §3.6)."""
+"""experiments.cifar2: labels, sizes, the sweep, determinism and failures (docs/methods.md §3.6)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The NAD benchmark API (SPEC §3.4): results schema, validation, divergence, NAD ordering."""
+"""The NAD benchmark API (docs/methods.md §3.4): results schema, validation, divergence, NAD ordering."""
 
 from __future__ import annotations
 
@@ -149,7 +149,7 @@ def _shuffled_train_labels(make):
 
 
 def test_network_learns_early_nads_better_than_late_ones(monkeypatch):
-    """SPEC §2.3: the NAD index orders how hard a direction is to learn.
+    """docs/methods.md §2.3: the NAD index orders how hard a direction is to learn.
 
     Data separable along NADs 0 and 1 is learnt almost perfectly, along NADs 60 and 62 not
     at all, at the same margin ε and noise σ. Margin 0.3: measured about 1.0 vs 0.5

@@ -1,4 +1,4 @@
-"""The NAD experiment API (SPEC §3.3) on LeNet-GeLU with 8×8×1 inputs (D = 64)."""
+"""The NAD experiment API (docs/methods.md §3.3) on LeNet-GeLU with 8×8×1 inputs (D = 64)."""
 
 from __future__ import annotations
 
@@ -39,7 +39,7 @@ def test_outputs(result):
     values = result.eigenvalues
     assert values.shape == (D,) and values.dtype == np.float64
     assert np.all(np.diff(values) <= 0) and values[0] > 0
-    # LeNet's NADs are strongly anisotropic (SPEC §2.3): the spectrum spans decades.
+    # LeNet's NADs are strongly anisotropic (docs/methods.md §2.3): the spectrum spans decades.
     assert values[0] / values[D // 2] > 100
     # θ0 is init(key(seed), zeros((1, H, W, C))) of the preset with the NAD activation.
     assert result.model_config.activation == "gelu"

@@ -18,7 +18,7 @@ REPORT = {
 def _spectrum(k: int = 40) -> tuple[np.ndarray, np.ndarray]:
     values = np.logspace(3, -3, k)
     balance = np.linspace(0.3, 0.7, k)
-    balance[0] = 1.0  # the top eigenvector has one sign (SPEC §2.3 d)
+    balance[0] = 1.0  # the top eigenvector has one sign (docs/methods.md §2.3 d)
     return values, balance
 
 

@@ -61,7 +61,7 @@ def test_cifar_from_official_files(cifar_root):
     np.testing.assert_array_equal(y, np.concatenate([ytr, yte])[idx])
     # Stratified: 10 balanced classes → 4 per class in train, 2 in test.
     assert report["class_counts"] == {"train": [4] * 10, "test": [2] * 10}
-    # Normalisation with training statistics (SPEC §1.1): train mean 0 / std 1 per channel.
+    # Normalisation with training statistics (docs/methods.md §1.1): train mean 0 / std 1 per channel.
     np.testing.assert_allclose(x[:40].astype(np.float64).mean(axis=(0, 1, 2)), 0, atol=1e-5)
     np.testing.assert_allclose(x[:40].astype(np.float64).std(axis=(0, 1, 2)), 1, atol=1e-5)
     raw_train = xtr[idx[:40]].astype(np.float64) / 255
@@ -82,7 +82,7 @@ def test_digits_full_split():
 
     digits = load_digits()
     np.testing.assert_array_equal(y, digits.target)
-    # /16 scaling (SPEC §2.3), then training statistics.
+    # /16 scaling (docs/methods.md §2.3), then training statistics.
     pixels = digits.images[:1437] / 16.0
     np.testing.assert_allclose(report["mean"], [pixels.mean()], rtol=1e-6)
     np.testing.assert_allclose(x[:1437].astype(np.float64).mean(), 0, atol=1e-5)

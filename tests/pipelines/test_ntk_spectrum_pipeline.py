@@ -188,7 +188,7 @@ def test_non_integer_seed_is_refused():
 
 
 def test_resnet18_spectrum_runs_in_inference_mode(tmp_path):
-    """SPEC §4 item 1: the original crashes on ResNet18; ours runs (tiny N and width)."""
+    """docs/methods.md §4 item 1: the original crashes on ResNet18; ours runs (tiny N and width)."""
     config = {"name": "resnet18", "stage_sizes": [1], "num_filters": 4}
     x, report = _data(shape=(4, 4, 3))
     x, report = x[:12], {**report, "num_train": 8, "num_test": 4}

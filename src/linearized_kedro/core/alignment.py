@@ -1,4 +1,4 @@
-"""Kernel alignment: how training rotates the NTK toward the target eigenfunction (SPEC §3.2 step 5).
+"""Kernel alignment: how training rotates the NTK toward the target eigenfunction (docs/methods.md §3.2 step 5).
 
 For unit eigenvectors u_i of the initial Gram (over all N = N_train + N_test samples) and
 the Jacobian J of the network at some θ (BN in inference mode with that θ's state),
@@ -26,7 +26,7 @@ separate them:
   Measured on digits (LeNet-ReLU, j = 10, 100 epochs): train 1.01 → 4.86, test
   0.76 → 2.51 (θ0 → end).
 
-Unlike the original (SPEC §4 items 9, 14), every sample contributes (the last data batch is
+Unlike the original (docs/methods.md §4 items 9, 14), every sample contributes (the last data batch is
 zero-padded with zero cotangents) and only ``chunk`` eigenvectors' accumulators
 (chunk × P) are kept at a time: each data batch's VJP is reused for a chunk of cotangents.
 """
@@ -56,7 +56,7 @@ DEFAULT_MEMORY_BYTES = 256 * 2**20
 SPLITS = ("train", "test")
 STAGES = ("init", "end")
 DEFAULT_RADIUS = 5
-"""Neighbours on each side of the target in the concentration ratio (SPEC §2.3)."""
+"""Neighbours on each side of the target in the concentration ratio (docs/methods.md §3.2 step 5)."""
 
 FIRST_NEIGHBOUR = 1
 """Index 0 never counts as a neighbour: the top eigenvector has one sign (Perron-Frobenius)
@@ -149,7 +149,7 @@ def kernel_alignment(
     Args:
         module: a module from ``models.build_model``.
         variables: ``{'params': θ, ['batch_stats': ...]}`` (BN in inference mode with these
-            statistics, SPEC §1.3).
+            statistics, docs/methods.md §1.3).
         x: (N, H, W, C), the samples the eigenvectors live on (train + test).
         eigvecs: (k, N) eigenvectors of the initial Gram.
         train_idx: (N_train,) row indices of the train samples in ``x``.

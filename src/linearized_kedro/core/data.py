@@ -1,4 +1,4 @@
-"""Pure data transforms: pixel scaling, normalisation, stratified subsets, two-class labels (SPEC §1.1).
+"""Pure data transforms: pixel scaling, normalisation, stratified subsets, two-class labels (docs/methods.md §1.1).
 
 NumPy and scikit-learn only; no file I/O. The Kedro ``data`` pipeline and
 notebooks call these on the arrays that ``datasets.raw`` reads. Nothing here assumes a
@@ -34,7 +34,7 @@ def channel_stats(images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Per-channel mean and population standard deviation (ddof = 0) over N, H, W.
 
     Args:
-        images: (N, H, W, C) training images (SPEC §1.1: statistics of the training
+        images: (N, H, W, C) training images (docs/methods.md §1.1: statistics of the training
             split only).
 
     Returns:
@@ -113,7 +113,7 @@ def resolve_subset_size(requested: int | None, default: int, available: int, spl
 def stratified_subset(labels: np.ndarray, n: int, seed: int) -> np.ndarray:
     """Indices of a class-stratified random subset of size ``n``, in ascending order.
 
-    SPEC §1.1: ``train_test_split(train_size=n, stratify=labels, random_state=seed)``
+    docs/methods.md §1.1: ``train_test_split(train_size=n, stratify=labels, random_state=seed)``
     (seed = 1041 by default). ``n`` equal to the number of labels keeps every index.
 
     Args:
@@ -146,7 +146,7 @@ def stratified_subset(labels: np.ndarray, n: int, seed: int) -> np.ndarray:
 
 
 def binary_labels(labels: np.ndarray, num_classes: int = 10) -> np.ndarray:
-    """Two-class labels: 1 for the first half of the classes, 0 for the rest (SPEC §1.1).
+    """Two-class labels: 1 for the first half of the classes, 0 for the rest (docs/methods.md §1.1).
 
     CIFAR-2 is CIFAR-10's classes 0–4 (airplane … deer) against 5–9. The same rule for any
     dataset: label 1 for classes ``0 .. num_classes // 2 − 1``, label 0 for the others
@@ -175,7 +175,7 @@ def binary_labels(labels: np.ndarray, num_classes: int = 10) -> np.ndarray:
 
 @dataclass(frozen=True)
 class PreparedData:
-    """Normalised NTK data set: train rows first, then test rows (SPEC §1.1).
+    """Normalised NTK data set: train rows first, then test rows (docs/methods.md §1.1).
 
     Attributes:
         inputs: (N, H, W, C) float32, N = num_train + num_test.
@@ -210,7 +210,7 @@ def prepare_dataset(
 ) -> PreparedData:
     """Subsets, scales, normalises and concatenates the two splits.
 
-    Steps (SPEC §1.1): stratified seeded subsets of each split (indices kept in
+    Steps (docs/methods.md §1.1): stratified seeded subsets of each split (indices kept in
     ascending order; the whole split when the count equals its size); pixels / 255
     (digits: / 16); per-channel mean and population std over the chosen **training**
     images, applied to both splits; concatenation train + test.

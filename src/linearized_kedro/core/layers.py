@@ -4,7 +4,7 @@
 (``kernel`` (kh, kw, C_in, C_out) with ``lecun_normal`` init, ``bias`` (C_out,) with zeros),
 so parameter trees, counts and initial values are identical to Flax's.
 
-Why it exists: inside a ``lax.scan`` (one compiled epoch, SPEC §4 item 15) XLA:CPU does not
+Why it exists: inside a ``lax.scan`` (one compiled epoch, docs/methods.md §4 item 15) XLA:CPU does not
 rewrite the convolutions that autodiff produces for the backward pass (the "transposed"
 input- and filter-gradient convolutions, with non-canonical dimension numbers) into its
 fast canonical form. On a 2-core CPU with jax 0.10.2 a LeNet epoch under scan was measured
@@ -22,7 +22,7 @@ theirs down to every ``Conv``; :func:`with_conv_autodiff` sets it on a whole mod
 * ``"vjp"``: a ``jax.custom_vjp`` convolution with a hand-written backward pass. Reverse
   mode only (``jax.jvp`` raises). Used to train networks.
 * ``"linearized"``: a ``jax.custom_jvp`` convolution whose tangent is computed with the
-  ``"vjp"`` convolution, so ``grad`` of a ``jvp`` (training f_lin, SPEC §1.5) is fast. It
+  ``"vjp"`` convolution, so ``grad`` of a ``jvp`` (training f_lin, docs/methods.md §1.5) is fast. It
   supports ``jvp`` and reverse mode *of* a ``jvp`` but not plain ``grad``.
 
 Being a module attribute, the rule is part of the module's identity: two models that differ

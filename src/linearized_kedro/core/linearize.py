@@ -1,8 +1,8 @@
-"""First-order Taylor models of a network around a parameter point (SPEC §1.5).
+"""First-order Taylor models of a network around a parameter point (docs/methods.md §1.5).
 
 Both are one forward-mode ``jax.jvp`` around the linearisation point with tangent
 θ − θ_point, so they never materialise a Jacobian. ``f`` must be the network as a
-"function of θ" with BatchNorm in inference mode (``models.scalar_apply``, SPEC §1.3), which
+"function of θ" with BatchNorm in inference mode (``models.scalar_apply``, docs/methods.md §1.3), which
 freezes the BN statistics at the state passed in.
 """
 
@@ -21,7 +21,7 @@ def _delta(params: Any, point: Any) -> Any:
 
 
 def linearize(f: ScalarFn, params0: Any) -> ScalarFn:
-    """f_lin(θ, x) = f(θ0, x) + J(θ0, x)·(θ − θ0): "linear" training (SPEC §1.5).
+    """f_lin(θ, x) = f(θ0, x) + J(θ0, x)·(θ − θ0): "linear" training (docs/methods.md §1.5).
 
     Args:
         f: ``f(params, x (B, ...)) -> (B,)``.
@@ -39,7 +39,7 @@ def linearize(f: ScalarFn, params0: Any) -> ScalarFn:
 
 
 def linearize_diff(f: ScalarFn, params_c: Any) -> ScalarFn:
-    """f_diff(θ, x) = J(θc, x)·(θ − θc): the kernel without the function value (SPEC §1.5, §3.5).
+    """f_diff(θ, x) = J(θc, x)·(θ − θc): the kernel without the function value (docs/methods.md §1.5, §3.5).
 
     Args:
         f: ``f(params, x (B, ...)) -> (B,)``.

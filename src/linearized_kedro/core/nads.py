@@ -1,11 +1,11 @@
-"""Neural anisotropy directions (NADs) through the mixed derivative of the network (SPEC §3.3).
+"""Neural anisotropy directions (NADs) through the mixed derivative of the network (docs/methods.md §3.3).
 
 For a single-output network f(θ, x) and evaluation points x_1..x_B, define
 
     F(θ, δ) = (1/B) Σ_b f(θ, x_b + δ),    δ ∈ ℝ^D,  D = H·W·C,
 
 and the mixed-derivative operator A = ∂²F/∂θ∂δ at δ = 0, a P × D matrix. It is the
-average of the per-point mixed derivatives (SPEC §3.3 step 3: the SVD of the *averaged*
+average of the per-point mixed derivatives (docs/methods.md §3.3 step 3: the SVD of the *averaged*
 operator, not an average of per-point Gram matrices):
 
     A v  = ∇_θ ⟨∇_δ F(θ, δ), v⟩      (forward over reverse: JVP in δ of ∇_θ F)
@@ -13,10 +13,10 @@ operator, not an average of per-point Gram matrices):
 
 The NADs are the right singular vectors of A, i.e. the eigenvectors of the D × D matrix
 G = AᵀA, and the eigenvalues of G are the squared singular values. Unlike the original's
-ARPACK ``svds(k=D-1)`` (SPEC §4 item 11), all D of them are computed with a dense float64
+ARPACK ``svds(k=D-1)`` (docs/methods.md §4 item 11), all D of them are computed with a dense float64
 symmetric eigensolver, in descending order, with a deterministic sign convention.
 
-The separable NAD dataset of SPEC §3.4 is generated here as well.
+The separable NAD dataset of docs/methods.md §3.4 is generated here as well.
 """
 
 from __future__ import annotations
@@ -44,7 +44,7 @@ ZERO_RTOL = 1e-12
 values carry an absolute error of ~1e-7·σ_max; their squares sit near 1e-14·λ_max."""
 
 # Activations whose derivative vanishes at 0 (JAX defines relu'(0) = 0). With zero
-# biases every pre-activation at x = 0 is 0, so A ≡ 0 (SPEC §2.3, §4 item 11).
+# biases every pre-activation at x = 0 is 0, so A ≡ 0 (docs/methods.md §2.3, §4 item 11).
 ZERO_DERIVATIVE_AT_ORIGIN = ("relu",)
 
 
@@ -93,7 +93,7 @@ def check_nad_activation(activation: str, sigma: float) -> None:
         raise ValueError(
             f"NADs of a {activation!r} network at x = 0 are undefined: the biases start at 0, "
             f"so every pre-activation is 0 and {activation}'(0) = 0 makes the mixed derivative "
-            "∂²f/∂θ∂x identically zero (SPEC §2.3). Use nads.activation=gelu (the paper's "
+            "∂²f/∂θ∂x identically zero (docs/methods.md §2.3). Use nads.activation=gelu (the paper's "
             "choice) or random evaluation points with nads.sigma > 0."
         )
 
@@ -101,13 +101,13 @@ def check_nad_activation(activation: str, sigma: float) -> None:
 def nad_points(
     input_shape: Sequence[int], sigma: float, num_points: int, key: jax.Array
 ) -> jax.Array:
-    """Evaluation points of the operator (SPEC §3.3 step 2).
+    """Evaluation points of the operator (docs/methods.md §3.3 step 2).
 
     Args:
         input_shape: (H, W, C).
         sigma: std of the Gaussian points; 0 gives the single point x = 0.
         num_points: B, number of points when ``sigma > 0``.
-        key: PRNG key (derive it from the configured seed; SPEC §4 item 11).
+        key: PRNG key (derive it from the configured seed; docs/methods.md §4 item 11).
 
     Returns:
         (B, H, W, C) float32 points; (1, H, W, C) zeros when ``sigma == 0``, since B equal
@@ -151,7 +151,7 @@ def mixed_derivative_operator(
     points = points.astype(dtype)
 
     def averaged(theta_flat: jax.Array, delta: jax.Array) -> jax.Array:
-        # The same δ shifts every point: A is the averaged operator of SPEC §3.3.
+        # The same δ shifts every point: A is the averaged operator of docs/methods.md §3.3.
         shift = delta.reshape(input_shape)
         return jnp.mean(f(unravel(theta_flat), points + shift[None]))
 
@@ -322,7 +322,7 @@ def compute_nads(
     zero_rtol: float = ZERO_RTOL,
     progress: bool = False,
 ) -> NADResult:
-    """All D NADs of f at θ, averaged over the points (SPEC §3.3).
+    """All D NADs of f at θ, averaged over the points (docs/methods.md §3.3).
 
     Args:
         f: f(params, x (B, H, W, C)) -> (B,), e.g. ``models.scalar_apply(module, state)``.
@@ -385,7 +385,7 @@ def nads_as_images(nads: np.ndarray, input_shape: Sequence[int]) -> np.ndarray:
 
 
 def nad_task_keys(seed: int, label_idx: int) -> tuple[jax.Array, jax.Array, jax.Array]:
-    """Keys of one NAD training task (SPEC §1.7).
+    """Keys of one NAD training task (docs/methods.md §1.7).
 
     (train_key, data_key) = split(key(seed)); the data key is then made distinct per NAD
     index with ``fold_in(data_key, label_idx)`` and split into (noise_key, label_key).
@@ -409,7 +409,7 @@ def nad_separable_dataset(
     noise_key: jax.Array,
     label_key: jax.Array,
 ) -> dict[str, np.ndarray]:
-    """Linearly separable data along one NAD (SPEC §3.4).
+    """Linearly separable data along one NAD (docs/methods.md §3.4).
 
     w ~ σ·N(0, I_D) projected onto u^⊥, ℓ ~ Bernoulli(0.5), y = 2ℓ − 1,
     x = (ε/2)·y·u + w. The first ``num_train`` samples are the train split. Not normalised.

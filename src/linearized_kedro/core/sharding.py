@@ -1,7 +1,7 @@
 """Spreading work over several devices with ``jax.sharding`` (DESIGN "Scale").
 
-One axis, ``"data"``, over the visible devices: rows of an NTK feature block (SPEC
-§3.1) or tasks of a vmapped training sweep (SPEC §3.2) are split along it, and the
+One axis, ``"data"``, over the visible devices: rows of an NTK feature block (docs/methods.md
+§3.1) or tasks of a vmapped training sweep (docs/methods.md §3.2) are split along it, and the
 jitted computations run partitioned by XLA (GSPMD). No ``pmap``. With one device every
 helper is a no-op, so single- and multi-device runs share one code path.
 

@@ -1,4 +1,4 @@
-"""Binary tasks built from NTK eigenfunctions (SPEC §3.2)."""
+"""Binary tasks built from NTK eigenfunctions (docs/methods.md §3.2)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import numpy as np
 
 
 def binarize_eigenfunction(eigenvectors: np.ndarray, index: int) -> np.ndarray:
-    """Labels y_i = 1 where u_index[i] > 0, else 0 (exact zeros → 0), SPEC §3.2.
+    """Labels y_i = 1 where u_index[i] > 0, else 0 (exact zeros → 0), docs/methods.md §3.2.
 
     Args:
         eigenvectors: (k, N) eigenvectors as rows.

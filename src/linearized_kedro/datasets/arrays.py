@@ -1,4 +1,4 @@
-"""``NumpyDataset``: versioned ``.npy`` arrays with provenance, never pickled (SPEC §4 item 16)."""
+"""``NumpyDataset``: versioned ``.npy`` arrays with provenance, never pickled (docs/methods.md §4 item 16)."""
 
 from __future__ import annotations
 
@@ -27,7 +27,7 @@ def check_array(data: Any, name: str = "array") -> np.ndarray:
     if array.dtype.hasobject:
         raise DatasetError(
             f"Cannot save {name} with dtype {array.dtype}: object arrays need pickle, which "
-            "this project never uses (SPEC §4 item 16). Convert to a numeric dtype, or save "
+            "this project never uses (docs/methods.md §4 item 16). Convert to a numeric dtype, or save "
             "a pytree with FlaxParamsDataset / a dict with a JSON dataset."
         )
     return array

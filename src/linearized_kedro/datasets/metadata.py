@@ -7,7 +7,7 @@ file is published (so a visible artifact always has one), holding
   :mod:`linearized_kedro.datasets.integrity` verifies on load;
 - the provenance of the run: the settings (model, dataset, seed...), run id and
   session id, node and pipeline, versions of the node's inputs, library versions and
-  git commit (SPEC §4 item 17). ``hooks.ProvenanceHook`` hands these to the dataset
+  git commit (docs/methods.md §4 item 17). ``hooks.ProvenanceHook`` hands these to the dataset
   before it saves; a dataset saved outside a Kedro run records only code provenance.
 
 A version is *complete* once its run committed it: ``<file>.commit.json`` beside

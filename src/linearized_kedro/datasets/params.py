@@ -1,4 +1,4 @@
-"""``FlaxParamsDataset``: Flax variable trees as msgpack, never pickle (SPEC §4 item 16)."""
+"""``FlaxParamsDataset``: Flax variable trees as msgpack, never pickle (docs/methods.md §4 item 16)."""
 
 from __future__ import annotations
 

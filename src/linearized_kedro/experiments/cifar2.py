@@ -1,4 +1,4 @@
-"""CIFAR-2: the first half of the classes vs the second half, network vs linearisation (SPEC §3.6).
+"""CIFAR-2: the first half of the classes vs the second half, network vs linearisation (docs/methods.md §3.6).
 
 On CIFAR-10 this is {airplane, automobile, bird, cat, deer} (label 1) against {dog, frog,
 horse, ship, truck} (label 0). The original trained only the network; the reproduction
@@ -36,9 +36,9 @@ class Cifar2Config(Config):
     Attributes:
         num_train: one training-set size or a list (a sweep); -1 = every prepared train row.
         linearize: ``false`` (network), ``true`` (linearisation) or ``both``.
-        subset_seed: seed of the stratified subsets; null → seed + 999 (SPEC §1.1).
+        subset_seed: seed of the stratified subsets; null → seed + 999 (docs/methods.md §1.1).
         progress: progress bars while training.
-        train: the optimiser and schedule (SPEC §1.6).
+        train: the optimiser and schedule (docs/methods.md §1.6).
     """
 
     SECTION: ClassVar[str] = "cifar2"
@@ -78,8 +78,8 @@ class Cifar2Config(Config):
 
 
 def cifar2_labels(class_labels: np.ndarray, num_classes: int) -> np.ndarray:
-    """(N,) float32 0/1 labels: 1 for the first half of the classes (SPEC §1.1)."""
-    del num_classes  # CIFAR-2 is defined on 10 classes: 0-4 vs 5-9 (SPEC §1.1)
+    """(N,) float32 0/1 labels: 1 for the first half of the classes (docs/methods.md §1.1)."""
+    del num_classes  # CIFAR-2 is defined on 10 classes: 0-4 vs 5-9 (docs/methods.md §1.1)
     return binary_labels(class_labels).astype(np.float32)
 
 
@@ -95,9 +95,9 @@ def train_cifar2(
     seed: int,
     dataset: str,
 ) -> results.TaskResults:
-    """Trains each kind on each training-set size (SPEC §3.6).
+    """Trains each kind on each training-set size (docs/methods.md §3.6).
 
-    Keys follow SPEC §1.7: ``(train_key, model_key) = split(key(seed))``; every run starts
+    Keys follow docs/methods.md §1.7: ``(train_key, model_key) = split(key(seed))``; every run starts
     from θ0 = init(model_key) with the same ``train_key``. The test set is every prepared
     test row.
 

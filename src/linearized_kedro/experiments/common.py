@@ -75,7 +75,7 @@ def training_progress(experiment: str, bars: bool) -> TrainingProgress:
 
 
 def initial_variables(model_cfg: Any, input_shape: Any, seed: Any) -> dict:
-    """θ0 (and BatchNorm state) as NumPy arrays: init(key(seed), zeros((1, H, W, C))) (SPEC §1.7).
+    """θ0 (and BatchNorm state) as NumPy arrays: init(key(seed), zeros((1, H, W, C))) (docs/methods.md §1.7).
 
     Args:
         model_cfg: a model config (or its mapping).

@@ -1,4 +1,4 @@
-"""The prepared data set every experiment starts from (SPEC §1.1).
+"""The prepared data set every experiment starts from (docs/methods.md §1.1).
 
 Official train and test splits → stratified seeded subsets → pixels scaled to [0, 1] →
 per-channel standardisation with training statistics → train rows then test rows, with the
@@ -29,7 +29,7 @@ class DataConfig(Config):
             else a stratified seeded subset of that size.
         num_test: test rows, as ``num_train``.
         subset_sizes: ``{dataset: [num_train, num_test]}`` laptop defaults.
-        subset_seed: ``random_state`` of the stratified subsets (SPEC §1.1: seed + 999).
+        subset_seed: ``random_state`` of the stratified subsets (docs/methods.md §1.1: seed + 999).
         normalize: per-channel standardisation with training statistics.
         download: auto | always | never (read by the catalog's raw dataset).
     """

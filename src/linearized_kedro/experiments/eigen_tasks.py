@@ -1,10 +1,10 @@
-"""The NTK-eigenfunction benchmark: train on sign(u_j), network vs linearisation (SPEC §3.2).
+"""The NTK-eigenfunction benchmark: train on sign(u_j), network vs linearisation (docs/methods.md §3.2).
 
 For each index j the labels are the signs of the j-th eigenvector of the NTK Gram at θ0
 (``core.tasks.binarize_eigenfunction``); every task starts from the same θ0 with the same
 training key (the original's batch order), and each requested model kind is trained on it.
 For network runs the end kernel's alignment with the initial eigenvectors is measured
-(SPEC §3.2 step 5).
+(docs/methods.md §3.2 step 5).
 """
 
 from __future__ import annotations
@@ -49,7 +49,7 @@ class EigenTasksConfig(Config):
         progress: progress bars while training.
         partition, num_partitions: job-array sharding of the index list (docs/scaling.md):
             job ``partition`` trains every ``num_partitions``-th index from that position.
-        train: the optimiser and schedule (SPEC §1.6).
+        train: the optimiser and schedule (docs/methods.md §1.6).
     """
 
     SECTION: ClassVar[str] = "eigen_training"
@@ -91,7 +91,7 @@ def check_spectrum_matches(
     data_report: dict[str, Any],
     variables0: Any = None,
 ) -> None:
-    """Refuses a spectrum made for another model, dataset, sample order or θ0 (SPEC §4 item 2).
+    """Refuses a spectrum made for another model, dataset, sample order or θ0 (docs/methods.md §4 item 2).
 
     Args:
         ntk_report: the spectrum's report (model config, dataset, split, θ0 fingerprint).
@@ -146,7 +146,7 @@ def train_eigen_tasks(
     seed: int,
     dataset: str,
 ) -> results.TaskResults:
-    """Trains every requested kind on every requested eigenfunction (SPEC §3.2).
+    """Trains every requested kind on every requested eigenfunction (docs/methods.md §3.2).
 
     Args:
         inputs: (N, H, W, C) float32, train rows first (the samples of the spectrum).
@@ -253,7 +253,7 @@ def network_alignment(
     model_cfg: Any,
     config: EigenTasksConfig,
 ) -> dict[str, Any]:
-    """How the kernel of every trained network moved from the kernel at θ0 (SPEC §3.2 step 5).
+    """How the kernel of every trained network moved from the kernel at θ0 (docs/methods.md §3.2 step 5).
 
     Args:
         inputs: (N, H, W, C) float32, train rows first (the spectrum's samples).

@@ -1,4 +1,4 @@
-"""The NAD benchmark: network vs linearisation on data separable along one NAD (SPEC §3.4).
+"""The NAD benchmark: network vs linearisation on data separable along one NAD (docs/methods.md §3.4).
 
 For each NAD index j, ``train_nad_tasks`` draws a dataset whose two classes sit ε apart
 along NAD j with isotropic noise in the other D − 1 directions, trains the requested model
@@ -34,7 +34,7 @@ logger = logging.getLogger(__name__)
 
 EXPERIMENT = "nad_training"
 DATASET = "nad_separable"
-"""The ``dataset`` column: synthetic data separable along one NAD (SPEC §3.4)."""
+"""The ``dataset`` column: synthetic data separable along one NAD (docs/methods.md §3.4)."""
 
 
 @dataclass(frozen=True)
@@ -101,7 +101,7 @@ def check_nads_artifacts(
     model: ModelConfig,
     input_shape: tuple[int, ...],
 ) -> None:
-    """Refuses NADs made for another model or input shape (SPEC §3.4, §4 item 2).
+    """Refuses NADs made for another model or input shape (docs/methods.md §3.4, §4 item 2).
 
     Raises:
         ValueError: saying which pipeline to rerun.
@@ -140,11 +140,11 @@ def train_nad_tasks(
     config: NadTasksConfig | Mapping[str, Any],
     seed: int,
 ) -> results.TaskResults:
-    """Trains each model kind on data separable along each requested NAD (SPEC §3.4).
+    """Trains each model kind on data separable along each requested NAD (docs/methods.md §3.4).
 
     For NAD j: (train_key, data_key) = split(key(seed)); the data key is
     ``fold_in(data_key, j)`` so each index has its own samples; the same ``train_key``
-    (batch order) for every index and kind, from the stored θ0 (SPEC §1.7).
+    (batch order) for every index and kind, from the stored θ0 (docs/methods.md §1.7).
 
     Args:
         nads: (K, D) NAD rows from ``compute_nads`` (K = D there).

@@ -1,4 +1,4 @@
-"""The NAD experiment: all neural anisotropy directions of a network at θ0 (SPEC §3.3).
+"""The NAD experiment: all neural anisotropy directions of a network at θ0 (docs/methods.md §3.3).
 
 ``compute_nads(model_config, config, seed)`` initialises θ0 of the NAD model (the shared
 preset with ``nads.activation``, on ``nads.input_shape`` images), builds the averaged
@@ -38,8 +38,8 @@ class NadsConfig(Config):
     """``nads:`` parameters (``conf/base/parameters_nads.yml``).
 
     Attributes:
-        activation: replaces the preset's activation (GeLU in every NAD config, SPEC §1.2).
-        input_shape: (H, W, C) of the NAD images (SPEC §3.3: 32×32×1); D = H·W·C.
+        activation: replaces the preset's activation (GeLU in every NAD config, docs/methods.md §1.2).
+        input_shape: (H, W, C) of the NAD images (docs/methods.md §3.3: 32×32×1); D = H·W·C.
         sigma: std of the evaluation points; 0 → the single point x = 0.
         num_points: B random points when ``sigma > 0``.
         method: "auto" | "dense" | "matrix_free" (``core.nads.nad_gram``).
@@ -125,7 +125,7 @@ def nad_model_config(
 def nad_points_key(seed: int) -> jax.Array:
     """Key of the random evaluation points: ``fold_in(key(seed), 1)``.
 
-    The original used PRNGKey(0) whatever the seed (SPEC §4 item 11); here it follows the
+    The original used PRNGKey(0) whatever the seed (docs/methods.md §4 item 11); here it follows the
     seed, and differs from θ0's key(seed).
     """
     return jax.random.fold_in(jax.random.key(check_seed(seed)), 1)
@@ -148,12 +148,12 @@ def compute_nads(
     *,
     variables0: Mapping[str, Any] | None = None,
 ) -> NadsResult:
-    """All D NADs of the NAD model at θ0 (SPEC §3.3).
+    """All D NADs of the NAD model at θ0 (docs/methods.md §3.3).
 
     Args:
         model_config: the shared preset; its activation is replaced by ``config.activation``.
         config: the ``nads`` parameters.
-        seed: integer seed: θ0 = init(key(seed), zeros((1, H, W, C))) (SPEC §1.7), and the
+        seed: integer seed: θ0 = init(key(seed), zeros((1, H, W, C))) (docs/methods.md §1.7), and the
             evaluation points' key when ``sigma > 0``.
         variables0: a stored θ0 to use instead of initialising one (it must match the
             model); the NADs then describe that θ0.

@@ -1,4 +1,4 @@
-"""Kernel at initialisation vs kernel after training, on one eigenfunction task (SPEC §3.5).
+"""Kernel at initialisation vs kernel after training, on one eigenfunction task (docs/methods.md §3.5).
 
 Three trainings with the same key and settings on the labels sign(u_j):
 
@@ -6,7 +6,7 @@ Three trainings with the same key and settings on the labels sign(u_j):
 2. ``linear_init``: f(θ, x) = J(θ0, x)(θ − θ0) from θ0 (the kernel at initialisation);
 3. ``linear_pretrained``: f(θ, x) = J(θ_end, x)(θ − θ_end) from θ_end, the network's trained
    parameters, with the *initial* BatchNorm statistics ("BN re-initialised so the
-   pretrained model gets no unfair advantage", SPEC §3.5).
+   pretrained model gets no unfair advantage", docs/methods.md §3.5).
 
 Both linear models have zero output at the start: only the kernel is carried over.
 """
@@ -37,7 +37,7 @@ class PretrainedConfig(Config):
     Attributes:
         label_idx: eigenfunction index j, or a list of them (each < the spectrum's k).
         progress: progress bars while training.
-        train: the optimiser and schedule, shared by the three trainings (SPEC §1.6).
+        train: the optimiser and schedule, shared by the three trainings (docs/methods.md §1.6).
     """
 
     SECTION: ClassVar[str] = "pretrained_comparison"
@@ -66,7 +66,7 @@ def compare_kernels(
     seed: int,
     dataset: str,
 ) -> results.TaskResults:
-    """The three trainings of SPEC §3.5 for every requested index.
+    """The three trainings of docs/methods.md §3.5 for every requested index.
 
     Args:
         inputs: (N, H, W, C) float32, train rows first.

@@ -1,4 +1,4 @@
-"""The NTK spectrum experiment: top-k eigenpairs of the empirical NTK Gram at θ0 (SPEC §3.1).
+"""The NTK spectrum experiment: top-k eigenpairs of the empirical NTK Gram at θ0 (docs/methods.md §3.1).
 
 ``compute_spectrum(inputs, variables, model_config, SpectrumConfig(...), seed=...)`` does
 the whole computation the ``ntk_spectrum`` node, a notebook or a benchmark needs:
@@ -238,7 +238,7 @@ def compute_spectrum(
     process_index: int | None = None,
     process_count: int | None = None,
 ) -> Spectrum:
-    """Top-k eigenpairs of the empirical NTK Gram K = J Jᵀ at θ0 (SPEC §1.4, §3.1).
+    """Top-k eigenpairs of the empirical NTK Gram K = J Jᵀ at θ0 (docs/methods.md §1.4, §3.1).
 
     Args:
         inputs: (N, H, W, C) float32, train rows then test rows.

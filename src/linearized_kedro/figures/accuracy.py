@@ -2,7 +2,7 @@
 
 Test accuracy solid, train accuracy dotted, one colour and marker per model kind, the
 majority-class accuracy of each task dashed. A one-class task (the top NTK eigenvector,
-SPEC §2.3 d) is a marked point apart from the curves, a diverged run a cross at the bottom
+docs/methods.md §2.3 d) is a marked point apart from the curves, a diverged run a cross at the bottom
 (never a result). Index axes are logarithmic with index i drawn at i + 1 and labelled i.
 """
 

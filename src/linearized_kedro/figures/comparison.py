@@ -1,7 +1,7 @@
 """The pretrained-kernel comparison: the network, the linear model with the NTK at θ0 and the
 linear model with the NTK of the trained network (θ_end), on the same eigenfunction tasks.
 
-The paper's claim (SPEC §2.2): the θ_end kernel generalises like the network, below the θ0
+The paper's claim (docs/methods.md §2.2): the θ_end kernel generalises like the network, below the θ0
 kernel, so the kernel's evolution during training causes the overfitting.
 """
 

@@ -1,6 +1,6 @@
 """Neural anisotropy directions as images: the first NADs and their centred |FFT2|.
 
-The paper's claim (SPEC §2.1 item 3): NADs are structured, Fourier-like patterns. Each
+The paper's claim (docs/methods.md §2.1 item 3): NADs are structured, Fourier-like patterns. Each
 image is scaled to its own symmetric range (NADs are unit vectors of very different
 local contrast), diverging colours for the image, a sequential map for its spectrum.
 """

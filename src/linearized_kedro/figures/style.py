@@ -82,7 +82,7 @@ SPLIT_DASH = {"test": "solid", "train": "dot"}
 # Alignment curves are drawn per split (the network only), θ0 baseline in grey.
 SPLIT_COLORS = {"train": "#d62728", "test": "#9467bd"}
 BASELINE_COLOR = "#7f7f7f"
-# A task with a single class (the top NTK eigenvector, SPEC §2.3 d) and a diverged run.
+# A task with a single class (the top NTK eigenvector, docs/methods.md §2.3 d) and a diverged run.
 ONE_CLASS = {"marker": "*", "symbol": "star-open", "label": "one-class task (trivial)"}
 DIVERGED = {"marker": "x", "symbol": "x", "label": "diverged (no result)"}
 

@@ -39,7 +39,7 @@ class KindSeries:
         x: (t,) task values of the ordinary tasks (one-class tasks excluded).
         test, train: (t,) accuracies; NaN where the run diverged (a gap in the curve).
         diverged_x: (d,) task values whose run diverged.
-        one_class_x: (c,) task values whose labels are all one class (SPEC §2.3 d).
+        one_class_x: (c,) task values whose labels are all one class (docs/methods.md §2.3 d).
         one_class_test, one_class_train: (c,) their (trivial) accuracies.
     """
 

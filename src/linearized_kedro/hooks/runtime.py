@@ -17,7 +17,7 @@ def configure_jax(runtime: dict[str, Any] | None) -> dict[str, Any]:
     """Applies the ``runtime:`` parameters to JAX; returns what was applied.
 
     Kernel work needs full float32 matmuls: GPUs default to TF32, whose ~1e-3
-    relative error destroys the tail of a spectrum spanning 1e6 (SPEC §3.1).
+    relative error destroys the tail of a spectrum spanning 1e6 (docs/methods.md §3.1).
     """
     import jax
 

@@ -1,4 +1,4 @@
-"""The networks of the paper (SPEC §1.2), looked up by name.
+"""The networks of the paper (docs/methods.md §1.2), looked up by name.
 
 ``build_model({'name': 'lenet', ...})`` builds any registered architecture;
 ``register_model(name, config_cls, build)`` adds one (see ``registry``). Each architecture

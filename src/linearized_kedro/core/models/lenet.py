@@ -1,4 +1,4 @@
-"""The repository's LeNet-5 variant (SPEC §1.2): SAME convolutions, 2x2 average pooling."""
+"""The repository's LeNet-5 variant (docs/methods.md §1.2): SAME convolutions, 2x2 average pooling."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The paper's MLP (SPEC §1.2): flatten, hidden Dense layers, one output."""
+"""The paper's MLP (docs/methods.md §1.2): flatten, hidden Dense layers, one output."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Models by name: one config class and one builder per architecture (SPEC §1.2).
+"""Models by name: one config class and one builder per architecture (docs/methods.md §1.2).
 
 An architecture is registered once, in its own module::
 
@@ -28,7 +28,7 @@ from ..config import Config, ConfigError, from_mapping
 
 ACTIVATIONS: dict[str, Callable[[jax.Array], jax.Array]] = {
     "relu": nn.relu,
-    "gelu": nn.gelu,  # tanh approximation, Flax's default (SPEC §1.2)
+    "gelu": nn.gelu,  # tanh approximation, Flax's default (docs/methods.md §1.2)
     "tanh": jnp.tanh,
     "sigmoid": nn.sigmoid,
     "softplus": nn.softplus,

@@ -1,4 +1,4 @@
-"""CIFAR ResNet18 (v1) with zero-initialised last BN scale per block (SPEC §1.2)."""
+"""CIFAR ResNet18 (v1) with zero-initialised last BN scale per block (docs/methods.md §1.2)."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from .registry import ACTIVATIONS, ModelConfig, register_model
 
 
 class ResNetBlock(nn.Module):
-    """Basic block with zero-initialised last BN scale (SPEC §1.2)."""
+    """Basic block with zero-initialised last BN scale (docs/methods.md §1.2)."""
 
     filters: int
     strides: tuple[int, int] = (1, 1)

@@ -1,9 +1,9 @@
-"""θ0 and the network as a function of θ, for any registered model (SPEC §1.3, §1.7).
+"""θ0 and the network as a function of θ, for any registered model (docs/methods.md §1.3, §1.7).
 
 Every module has the call signature ``module.apply(variables, x, train=False) -> (B, 1)``
 with ``x`` of shape (B, H, W, C). ``train`` only matters for BatchNorm; all functions of θ
 used for kernels, linearisations, NADs and evaluation run it with ``train=False``
-(SPEC §1.3), which makes samples independent.
+(docs/methods.md §1.3), which makes samples independent.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ import numpy as np
 def init_variables(
     module: nn.Module, key: jax.Array | int, input_shape: Sequence[int]
 ) -> dict[str, Any]:
-    """θ0 (and BN state) from an integer seed or a key, on a zero input (SPEC §1.7).
+    """θ0 (and BN state) from an integer seed or a key, on a zero input (docs/methods.md §1.7).
 
     Args:
         module: a module from ``build_model``.
@@ -46,7 +46,7 @@ def split_variables(variables: Mapping[str, Any]) -> tuple[Any, dict[str, Any]]:
 
 
 def scalar_apply(module: nn.Module, state: Mapping[str, Any]) -> Callable:
-    """f(θ, x) -> (B,) logits with BN in inference mode: the "function of θ" (SPEC §1.3).
+    """f(θ, x) -> (B,) logits with BN in inference mode: the "function of θ" (docs/methods.md §1.3).
 
     Args:
         module: a module from ``build_model``.

@@ -1,4 +1,4 @@
-"""Empirical NTK Gram matrices at θ0, split by mechanism (SPEC §1.4, §3.1).
+"""Empirical NTK Gram matrices at θ0, split by mechanism (docs/methods.md §1.4, §3.1).
 
 * ``structure``: which layers get structured per-sample gradients (probing layer calls);
 * ``features``: per-sample feature rows of a block of samples;

@@ -1,4 +1,4 @@
-"""Tile products and the Gram on the accelerator (SPEC §3.1, §5).
+"""Tile products and the Gram on the accelerator (docs/methods.md §3.1, §5).
 
 On a GPU the per-block features are computed on the device; moving them to the host for
 float64 BLAS products (the host path) makes the host the bottleneck. Here the products

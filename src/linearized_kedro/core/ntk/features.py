@@ -4,7 +4,7 @@ For a block x (b, ...) the feature function returns ``Features(rows, x_factors,
 d_factors)``: R (b, explicit_dim) (in groups of columns), the explicit per-sample Jacobian rows of every
 parameter outside the factorised Dense layers, and for each factorised Dense layer l its
 input X̃_l (b, x_dim) and output cotangent Δ_l (b, d_out). The Gram tile of two blocks is
-then R_i R_jᵀ + Σ_l (X̃_l,i X̃_l,jᵀ) ⊙ (Δ_l,i Δ_l,jᵀ) (SPEC §1.4, §3.1).
+then R_i R_jᵀ + Σ_l (X̃_l,i X̃_l,jᵀ) ⊙ (Δ_l,i Δ_l,jᵀ) (docs/methods.md §1.4, §3.1).
 
 Everything comes from one batched forward/backward pass with a zero "perturbation" added
 to each site's output (``flax.linen.intercept_methods``): in inference mode sample i's

@@ -1,11 +1,11 @@
 """The empirical NTK Gram K = J Jᵀ at θ0, tile by tile over the upper triangle.
 
 The kernel is Θ(x, x') = ⟨∇θ f(θ0, x), ∇θ f(θ0, x')⟩ with the full Jacobian inner product
-and a single output, so the Gram matrix is K = J Jᵀ with J the (N, P) Jacobian (SPEC §1.4).
-f runs BatchNorm in inference mode (SPEC §1.3), which makes samples independent and the
+and a single output, so the Gram matrix is K = J Jᵀ with J the (N, P) Jacobian (docs/methods.md §1.4).
+f runs BatchNorm in inference mode (docs/methods.md §1.3), which makes samples independent and the
 per-sample Jacobian well defined.
 
-Two exact ways of producing the tiles (SPEC §3.1, §4 item 13):
+Two exact ways of producing the tiles (docs/methods.md §3.1, §4 item 13):
 
 * ``"jacobian"``: explicit per-sample Jacobian rows J_b (b, P) of each block; tile (i, j)
   is J_i J_jᵀ.
@@ -339,7 +339,7 @@ def ntk_gram(
     dropped: Collection[LeafKey] = (),
     drop_zero_columns: bool = False,
 ) -> Any:
-    """Empirical NTK Gram K = J Jᵀ at θ0, blocked over the upper triangle (SPEC §1.4, §3.1).
+    """Empirical NTK Gram K = J Jᵀ at θ0, blocked over the upper triangle (docs/methods.md §1.4, §3.1).
 
     Args:
         module: a Flax module with ``apply(variables, x (B, ...), train=False) -> (B, 1)``.

@@ -1,4 +1,4 @@
-"""How the Gram is tiled: block size, cached blocks, bytes and FLOPs (SPEC §3.1, §5).
+"""How the Gram is tiled: block size, cached blocks, bytes and FLOPs (docs/methods.md §3.1, §5).
 
 Samples are split into ``n_blocks = ceil(N / b)`` consecutive blocks of ``block_size`` b
 (the last one may be shorter). Tile (i, j), i <= j, is K[i*b:(i+1)*b, j*b:(j+1)*b]. The

@@ -73,7 +73,7 @@ def ntk_cross_gram(
     """The NTK between all samples and m landmarks, K_nm = J(x) J(landmarks)ᵀ.
 
     The landmarks' Jacobian (m, P) is held once; the samples' Jacobian rows are streamed
-    in blocks that fit ``memory_budget_bytes`` next to it (SPEC §3.1, Nyström path).
+    in blocks that fit ``memory_budget_bytes`` next to it (docs/methods.md §3.1, Nyström path).
 
     Args:
         module: a Flax module with ``apply(variables, x, train=False) -> (B, 1)``.

@@ -1,4 +1,4 @@
-"""Which layers of a network get a structured per-sample gradient (SPEC §1.4, §3.1).
+"""Which layers of a network get a structured per-sample gradient (docs/methods.md §1.4, §3.1).
 
 A ``nn.Dense`` layer y = x W + c applied to one vector per sample has per-sample gradient
 ∂f/∂W = x̃ ⊗ δ, with x̃ = [x, 1] its input and δ = ∂f/∂y the cotangent at its output; a

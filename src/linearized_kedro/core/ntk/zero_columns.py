@@ -1,6 +1,6 @@
 """Parameter leaves whose per-sample gradient is exactly zero on every sample (#11 §2).
 
-With the zero-initialised last BatchNorm scale of every residual block (SPEC §1.2), the
+With the zero-initialised last BatchNorm scale of every residual block (docs/methods.md §1.2), the
 cotangent flowing back into a residual branch is γ·(...) = 0 exactly at θ0, so every
 parameter inside the branch (both convolutions, the first BatchNorm) has an identically
 zero gradient for every input: 98 % of ResNet18's Jacobian columns are exact zeros, and

@@ -5,7 +5,7 @@
 * ``device``: the same methods in JAX on an accelerator-resident Gram;
 * ``nystrom``: the Nyström approximation from m landmark columns.
 
-``top_eigenpairs`` picks host or device by where K lives (SPEC §3.1).
+``top_eigenpairs`` picks host or device by where K lives (docs/methods.md §3.1).
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """What every eigensolver shares: the result type, the sign convention, residuals.
 
-Conventions (SPEC §3.1, §4 item 10): eigenvalues in descending order, float64;
+Conventions (docs/methods.md §3.1, §4 item 10): eigenvalues in descending order, float64;
 eigenvectors as unit-norm **rows** of a (k, N) array; every vector's entry of largest
 magnitude is made positive (ties: the first such index); residuals ‖K u − λ u‖ / |λ| are
 returned with every result.
@@ -49,7 +49,7 @@ def apply_sign_convention(vecs: np.ndarray) -> np.ndarray:
     """Flips each row so that its entry of largest magnitude is positive.
 
     Ties in magnitude are broken by the first index (``np.argmax``), so the result is a
-    deterministic function of the subspace direction (SPEC §3.1).
+    deterministic function of the subspace direction (docs/methods.md §3.1).
 
     Args:
         vecs: (k, N) eigenvectors as rows (a single (N,) vector is accepted too).

@@ -1,4 +1,4 @@
-"""Nyström approximation of the top eigenpairs from m landmark columns (SPEC §3.1)."""
+"""Nyström approximation of the top eigenpairs from m landmark columns (docs/methods.md §3.1)."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ def nystrom_eigenpairs(
     """Nyström approximation of the top eigenpairs from the columns of m landmarks.
 
     With K_mm = K_nm[landmark_idx] (m, m) = U Λ Uᵀ (dense float64 eigh):
-    λ̂_j = (N/m) λ_j and û_j = √(m/N) K_nm u_j / λ_j (SPEC §3.1). Directions with
+    λ̂_j = (N/m) λ_j and û_j = √(m/N) K_nm u_j / λ_j (docs/methods.md §3.1). Directions with
     λ_j <= rtol·λ_1 are dropped, since dividing by them amplifies noise. Landmarks are
     chosen by the caller (randomly, from a seed). With m = N this is exact.
 
@@ -57,7 +57,7 @@ def nystrom_eigenpairs(
         "approximation": (
             f"Nyström with m={m} of N={n} landmarks; eigenvalues scaled by N/m, vectors "
             "extended by K_nm u / λ: not exactly orthonormal; individual vectors beyond the "
-            "first few are unreliable when m << N (SPEC §3.1)."
+            "first few are unreliable when m << N (docs/methods.md §3.1)."
         ),
         "landmarks": m,
         "dropped": int(min(k, m) - kept),

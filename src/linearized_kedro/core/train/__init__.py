@@ -1,4 +1,4 @@
-"""One training engine for networks and their linearisations (SPEC §1.5, §1.6, §4 items 8, 9, 15).
+"""One training engine for networks and their linearisations (docs/methods.md §1.5, §1.6, §4 items 8, 9, 15).
 
 * ``config``: the ``train:`` block (``TrainConfig``), schedules and optimisers.
 * ``state``: ``TrainState`` and ``train_step(state, batch) -> (state, metrics)``.

@@ -1,4 +1,4 @@
-"""The ``train:`` block, its learning-rate schedules and its optimisers (SPEC §1.6)."""
+"""The ``train:`` block, its learning-rate schedules and its optimisers (docs/methods.md §1.6)."""
 
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ def _check_schedule_name(name: str, key: str = "lr_schedule") -> None:
     if name == "piecewise":
         raise ConfigError(
             f"{key} 'piecewise' is not implemented (it raised in the original too, "
-            f"SPEC §1.6). Use one of {', '.join(SCHEDULES)}."
+            f"docs/methods.md §1.6). Use one of {', '.join(SCHEDULES)}."
         )
     if name not in SCHEDULES:
         raise ConfigError(f"Unknown {key} {name!r}. Valid schedules: {', '.join(SCHEDULES)}.")
@@ -27,7 +27,7 @@ def _check_schedule_name(name: str, key: str = "lr_schedule") -> None:
 
 @dataclass(frozen=True)
 class TrainConfig(Config):
-    """The ``train`` block of an experiment's parameters (defaults of SPEC §1.6).
+    """The ``train`` block of an experiment's parameters (defaults of docs/methods.md §1.6).
 
     Attributes:
         epochs: passes over the training set.
@@ -83,7 +83,7 @@ def steps_per_epoch(n_train: int, batch_size: int) -> int:
 
 
 def make_schedule(name: str, max_lr: float, total_steps: int) -> optax.Schedule:
-    """Learning-rate schedule of SPEC §1.6 over ``total_steps`` optimiser steps.
+    """Learning-rate schedule of docs/methods.md §1.6 over ``total_steps`` optimiser steps.
 
     Args:
         name: ``"linear"`` (max_lr·(1 − t/T), 0 from t = T), ``"fixed"`` or ``"cyclic"``
@@ -102,7 +102,7 @@ def make_schedule(name: str, max_lr: float, total_steps: int) -> optax.Schedule:
     if name == "fixed":
         return optax.constant_schedule(max_lr)
     # pct_final = 1 puts both annealing breakpoints on step T; with div = final_div = 1e8
-    # the value from T on is max_lr / 1e8 (the measured values of SPEC §1.6).
+    # the value from T on is max_lr / 1e8 (the measured values of docs/methods.md §1.6).
     return optax.linear_onecycle_schedule(
         int(total_steps),
         max_lr,

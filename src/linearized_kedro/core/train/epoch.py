@@ -1,8 +1,8 @@
-"""One epoch as one compiled program, for one task or several vmapped tasks (SPEC §1.6).
+"""One epoch as one compiled program, for one task or several vmapped tasks (docs/methods.md §1.6).
 
 An epoch draws its batch order with ``fold_in(key, epoch)``, runs ``ceil(N / batch_size)``
 :func:`state.make_train_step` steps, then evaluates every test sample and the distance
-from θ0. Semantics (deliberate differences from the original, SPEC §4 items 8, 9, 15):
+from θ0. Semantics (deliberate differences from the original, docs/methods.md §4 items 8, 9, 15):
 
 * The last partial batch is **masked, not dropped**: positions past the end of the
   permutation wrap around it (so BatchNorm in training mode sees real samples) with loss

@@ -1,12 +1,12 @@
-"""One optimiser step: ``train_step(state, batch) -> (state, metrics)`` (SPEC §1.5, §1.6).
+"""One optimiser step: ``train_step(state, batch) -> (state, metrics)`` (docs/methods.md §1.5, §1.6).
 
 The model being trained is one of three *kinds* of function of θ:
 
 * ``"network"``: ``module.apply``; BatchNorm in training mode, its statistics updated
   (the ``model_state`` of the :class:`TrainState`).
 * ``"linear"``: f(θ0, x) + J(θ0, x)(θ − θ0), BN in inference mode with the statistics of
-  θ0 frozen (SPEC §1.3, §1.5).
-* ``"linear_diff"``: J(θc, x)(θ − θc), started at θc (SPEC §1.5, §3.5).
+  θ0 frozen (docs/methods.md §1.3, §1.5).
+* ``"linear_diff"``: J(θc, x)(θ − θc), started at θc (docs/methods.md §1.5, §3.5).
 
 The point a kind refers to (θ0 for distances, the linearisation point and its frozen BN
 statistics) is an :class:`Anchor`: arrays passed to the compiled programs, never closed
@@ -84,7 +84,7 @@ class Batch(NamedTuple):
 def binary_metrics(logits: jax.Array, labels: jax.Array, mask: jax.Array):
     """Masked sums of BCE-on-logits and of correct predictions.
 
-    Accuracy follows SPEC §1.6: predicted class 1 iff logit > 0 (a logit of exactly 0 is
+    Accuracy follows docs/methods.md §1.6: predicted class 1 iff logit > 0 (a logit of exactly 0 is
     class 0), true class 1 iff label > 0.5.
 
     Args:

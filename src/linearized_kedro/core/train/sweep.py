@@ -1,4 +1,4 @@
-"""Training runs and sweeps of runs: ``train_model`` and ``train_sweep`` (SPEC §1.5, §1.6).
+"""Training runs and sweeps of runs: ``train_model`` and ``train_sweep`` (docs/methods.md §1.5, §1.6).
 
 A sweep trains T tasks (label sets, and optionally their own inputs) of one model kind
 from one starting point. Its unit of work is a *group* of tasks trained by one compiled
@@ -400,7 +400,7 @@ def train_model(
         variables0: ``{'params': θ0, ['batch_stats': ...]}``; the starting point.
         kind: ``"network"`` (``module.apply``; BN in training mode, stats updated),
             ``"linear"`` (f(θ0,x) + J(θ0,x)(θ−θ0), BN frozen) or ``"linear_diff"``
-            (J(θc,x)(θ−θc), started at θc, SPEC §1.5, §3.5).
+            (J(θc,x)(θ−θc), started at θc, docs/methods.md §1.5, §3.5).
         train_x: (N_train, H, W, C). train_y: (N_train,) labels in {0, 1}.
         test_x: (N_test, H, W, C). test_y: (N_test,).
         cfg: ``TrainConfig`` or its dict form.

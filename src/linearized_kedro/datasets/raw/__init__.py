@@ -1,6 +1,6 @@
 """Official image-classification files: described as data, verified, offline-friendly.
 
-SPEC §1.1 "Offline operation": the project reads the datasets from local files in their
+docs/methods.md §1.1 "Offline operation": the project reads the datasets from local files in their
 official formats, checks every file against the checksum its owners publish before
 using it, and downloads a file itself only when it is missing and the network answers.
 

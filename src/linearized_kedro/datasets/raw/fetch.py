@@ -1,6 +1,6 @@
 """Finding, verifying and downloading the official files of a dataset.
 
-Search order for each file (SPEC §1.1 "Offline operation"): ``<root>/<dataset>/``, then
+Search order for each file (docs/methods.md §1.1 "Offline operation"): ``<root>/<dataset>/``, then
 the spec's system folders (Debian's ``dataset-fashion-mnist`` installs Fashion-MNIST in
 ``/usr/share/datasets/fashion-mnist/``), then the official download sources. Every file
 is checked against its accepted checksums before it is used.

@@ -49,7 +49,7 @@ _IDX_UBYTE = 0x08
 _IDX_IMAGES_NDIM = 3
 _IDX_LABELS_NDIM = 1
 
-# SPEC §2.3: the first 1 437 digits are the train split, the last 360 the test split.
+# docs/methods.md §2.3: the first 1 437 digits are the train split, the last 360 the test split.
 DIGITS_NUM_TRAIN = 1437
 
 Reader = Callable[[Mapping[str, Path], Any], dict[str, np.ndarray]]
@@ -349,7 +349,7 @@ def read_idx_dataset(paths: Mapping[str, str | os.PathLike]) -> dict[str, np.nda
 
 
 def read_digits(num_train: int = DIGITS_NUM_TRAIN) -> dict[str, np.ndarray]:
-    """scikit-learn's 1 797 real 8×8 digits, split 1 437 / 360 in file order (SPEC §2.3).
+    """scikit-learn's 1 797 real 8×8 digits, split 1 437 / 360 in file order (docs/methods.md §2.3).
 
     Returns:
         ``train_images`` uint8 (1437, 8, 8, 1) with values 0..16, ``train_labels``

@@ -399,7 +399,7 @@ DIGITS = DatasetSpec(
     reader="sklearn_digits",
     image_shape=(8, 8, 1),
     classes=DIGIT_CLASSES,
-    # SPEC §2.3: the first 1 437 digits are the train split, the last 360 the test split.
+    # docs/methods.md §2.3: the first 1 437 digits are the train split, the last 360 the test split.
     num_train=DIGITS_NUM_TRAIN,
     num_test=360,
     max_value=16,

@@ -1,4 +1,4 @@
-"""cifar2: network vs linearisation on classes 0-4 vs 5-9, swept over training-set sizes (SPEC §3.6)."""
+"""cifar2: network vs linearisation on classes 0-4 vs 5-9, swept over training-set sizes (docs/methods.md §3.6)."""
 
 from .pipeline import create_pipeline
 

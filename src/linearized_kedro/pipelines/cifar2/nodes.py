@@ -1,4 +1,4 @@
-"""Nodes of ``cifar2``: network vs linearisation on the two halves of the classes (SPEC §3.6)."""
+"""Nodes of ``cifar2``: network vs linearisation on the two halves of the classes (docs/methods.md §3.6)."""
 
 from __future__ import annotations
 

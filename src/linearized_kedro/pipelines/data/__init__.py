@@ -1,4 +1,4 @@
-"""data: official raw files → normalised, subset, concatenated NTK data set + sample order (SPEC §1.1)."""
+"""data: official raw files → normalised, subset, concatenated NTK data set + sample order (docs/methods.md §1.1)."""
 
 from .pipeline import create_pipeline
 

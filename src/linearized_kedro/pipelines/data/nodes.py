@@ -1,4 +1,4 @@
-"""Nodes of ``data``: the raw splits → the prepared data set (docs: SPEC §1.1)."""
+"""Nodes of ``data``: the raw splits → the prepared data set (docs: docs/methods.md §1.1)."""
 
 from __future__ import annotations
 

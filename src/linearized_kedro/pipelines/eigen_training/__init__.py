@@ -1,4 +1,4 @@
-"""eigen_training: train networks and linearisations on binarised NTK eigenfunctions (SPEC §3.2)."""
+"""eigen_training: train networks and linearisations on binarised NTK eigenfunctions (docs/methods.md §3.2)."""
 
 from .pipeline import create_pipeline
 

@@ -1,4 +1,4 @@
-"""Nodes of ``eigen_training``: the stored spectrum → the eigenfunction benchmark (SPEC §3.2)."""
+"""Nodes of ``eigen_training``: the stored spectrum → the eigenfunction benchmark (docs/methods.md §3.2)."""
 
 from __future__ import annotations
 

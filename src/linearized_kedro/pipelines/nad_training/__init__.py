@@ -1,4 +1,4 @@
-"""nad_training: network vs linearisation on data separable along one NAD (SPEC §3.4)."""
+"""nad_training: network vs linearisation on data separable along one NAD (docs/methods.md §3.4)."""
 
 from .pipeline import create_pipeline
 

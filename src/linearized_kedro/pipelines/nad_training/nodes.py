@@ -1,4 +1,4 @@
-"""Nodes of ``nad_training``: data separable along NAD j → network vs linearisation (SPEC §3.4)."""
+"""Nodes of ``nad_training``: data separable along NAD j → network vs linearisation (docs/methods.md §3.4)."""
 
 from __future__ import annotations
 

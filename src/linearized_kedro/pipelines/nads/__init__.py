@@ -1,4 +1,4 @@
-"""nads: all neural anisotropy directions of the NAD model at θ0 (SPEC §3.3)."""
+"""nads: all neural anisotropy directions of the NAD model at θ0 (docs/methods.md §3.3)."""
 
 from .pipeline import create_pipeline
 

@@ -1,4 +1,4 @@
-"""Nodes of ``nads``: θ0 of the NAD model → all NADs of ∂²f/∂θ∂x (SPEC §3.3)."""
+"""Nodes of ``nads``: θ0 of the NAD model → all NADs of ∂²f/∂θ∂x (docs/methods.md §3.3)."""
 
 from __future__ import annotations
 

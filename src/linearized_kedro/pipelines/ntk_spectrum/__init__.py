@@ -1,4 +1,4 @@
-"""ntk_spectrum: θ0 → empirical NTK Gram → top-k eigenpairs (SPEC §3.1)."""
+"""ntk_spectrum: θ0 → empirical NTK Gram → top-k eigenpairs (docs/methods.md §3.1)."""
 
 from .pipeline import create_pipeline
 

@@ -1,4 +1,4 @@
-"""Nodes of ``ntk_spectrum``: θ0 → the empirical NTK Gram → its top-k eigenpairs (SPEC §3.1)."""
+"""Nodes of ``ntk_spectrum``: θ0 → the empirical NTK Gram → its top-k eigenpairs (docs/methods.md §3.1)."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ logger = logging.getLogger(__name__)
 
 
 def init_network(model_config: ModelConfig, data_report: dict[str, Any], seed: int) -> dict:
-    """θ0 (and BN state) of the preset for the prepared data's image shape (SPEC §1.7)."""
+    """θ0 (and BN state) of the preset for the prepared data's image shape (docs/methods.md §1.7)."""
     return initial_variables(model_config, data_report["input_shape"], seed)
 
 

@@ -1,4 +1,4 @@
-"""Nodes of ``pretrained_comparison``: init kernel vs trained kernel (SPEC §3.5)."""
+"""Nodes of ``pretrained_comparison``: init kernel vs trained kernel (docs/methods.md §3.5)."""
 
 from __future__ import annotations
 

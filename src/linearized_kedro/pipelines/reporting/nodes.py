@@ -1,6 +1,6 @@
 """Nodes of ``reporting``: the latest result of every experiment → one summary.
 
-The summary tells the paper's story in one place (SPEC §2): the NTK spectrum, the
+The summary tells the paper's story in one place (docs/methods.md §2): the NTK spectrum, the
 eigenfunction benchmark (network vs linearisation), the pretrained-kernel comparison,
 NADs and training on them, and CIFAR-2. Experiments that have not run are listed with
 the command that produces them.
@@ -46,7 +46,7 @@ EXPERIMENTS: tuple[Experiment, ...] = (
         "ntk_spectrum",
         ("ntk_report", "ntk_eigenvalues"),
         "The eigenvalues of the NTK Gram span many orders of magnitude (LeNet on digits: "
-        "λ0/λ1000 ≈ 10⁶, SPEC §2.3); its eigenvectors define tasks of graded difficulty.",
+        "λ0/λ1000 ≈ 10⁶, docs/methods.md §2.3); its eigenvectors define tasks of graded difficulty.",
     ),
     Experiment(
         "eigen_training",
@@ -56,7 +56,7 @@ EXPERIMENTS: tuple[Experiment, ...] = (
         "Test accuracy falls with the eigenfunction index for both models, which rank the "
         "tasks alike (the linearisation ranks task difficulty); for CNNs the linearisation "
         "often beats the network (no universal non-linear advantage). After training on j, "
-        "the kernel's energy peaks at j, more on train than on test (SPEC §2.1-2.2).",
+        "the kernel's energy peaks at j, more on train than on test (docs/methods.md §2.1-2.2).",
         needs="ntk_spectrum",
     ),
     Experiment(
@@ -66,7 +66,7 @@ EXPERIMENTS: tuple[Experiment, ...] = (
         ("pretrained_comparison_results",),
         "A linear model with the NTK of the trained network generalises like the network, "
         "i.e. worse than the linear model with the NTK at θ0: kernel evolution causes the "
-        "overfitting (SPEC §2.2).",
+        "overfitting (docs/methods.md §2.2).",
         needs="ntk_spectrum",
     ),
     Experiment(
@@ -75,7 +75,7 @@ EXPERIMENTS: tuple[Experiment, ...] = (
         "nads",
         ("nads_report", "nads_eigenvalues", "nads_images"),
         "NADs are the singular vectors of ∂²f/∂θ∂x; they look like structured, "
-        "Fourier-like patterns (SPEC §2.1 item 3).",
+        "Fourier-like patterns (docs/methods.md §2.1 item 3).",
         keyed_by_dataset=False,
     ),
     Experiment(
@@ -84,7 +84,7 @@ EXPERIMENTS: tuple[Experiment, ...] = (
         "nad_training",
         ("nad_training_results",),
         "Accuracy is high for the first NADs and drops for later ones, for the network and "
-        "for its linearisation (SPEC §2.2).",
+        "for its linearisation (docs/methods.md §2.2).",
         keyed_by_dataset=False,
         needs="nads",
     ),
@@ -94,7 +94,7 @@ EXPERIMENTS: tuple[Experiment, ...] = (
         "cifar2",
         ("cifar2_results",),
         "On this natural task networks beat their linearisations (ResNet18 most); the gap "
-        "depends on the number of training samples (SPEC §2.2).",
+        "depends on the number of training samples (docs/methods.md §2.2).",
     ),
 )
 
