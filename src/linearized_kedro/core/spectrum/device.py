@@ -179,6 +179,9 @@ def _block_krylov(K, k: int, seed: int, tol: float, max_blocks: int, progress: b
             target = residual_targets(theta_h[:k], theta_h[0], tol)
             worst = float(np.max(res / target))
             if worst <= 1.0 or it == max_blocks:
+                # Converged: the bar says done (100 %), not "stopped at it of max_blocks".
+                bar.total = it
+                bar.refresh()
                 break
             schedule.record(it, worst)
         blocks.append(_orthonormalise(W))

@@ -144,6 +144,9 @@ def _block_krylov(
             target = residual_targets(theta[:k], theta[0], tol)
             worst = float(np.max(res / target))
             if worst <= 1.0 or it == max_blocks:
+                # Converged: the bar says done (100 %), not "stopped at it of max_blocks".
+                bar.total = it
+                bar.refresh()
                 break
             schedule.record(it, worst)
         B[:, m : m + b] = _orthonormalise(W)
