@@ -1,4 +1,4 @@
-"""Shared fixtures: tolerances, float64 switch, and a throw-away copy of the Kedro project."""
+"""Shared test setup: one XLA compilation cache for the run, and throw-away copies of the project."""
 
 from __future__ import annotations
 
@@ -17,7 +17,6 @@ if _OWN_CACHE:
     os.environ["JAX_COMPILATION_CACHE_DIR"] = tempfile.mkdtemp(prefix="linearized-kedro-jax-")
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.2")
 
-import jax  # noqa: E402
 import pytest  # noqa: E402
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
@@ -59,23 +58,6 @@ pretrained_comparison:
   train:
     epochs: 2
 """
-
-
-@pytest.fixture
-def enable_x64():
-    """Runs a test with float64 enabled in JAX, restoring the previous setting."""
-    previous = jax.config.jax_enable_x64
-    jax.config.update("jax_enable_x64", True)
-    try:
-        yield
-    finally:
-        jax.config.update("jax_enable_x64", previous)
-
-
-@pytest.fixture
-def rng():
-    """A JAX PRNG key for tests."""
-    return jax.random.key(0)
 
 
 def kedro_env() -> dict[str, str]:

@@ -11,6 +11,7 @@ from kedro.runner import SequentialRunner
 from linearized_kedro.core.models import build_model, init_variables, scalar_apply, split_variables
 from linearized_kedro.datasets.gram_blocks import GramBlockStoreDataset
 from linearized_kedro.experiments.spectrum import SpectrumConfig
+from linearized_kedro.figures import figure_has_data
 from linearized_kedro.pipelines.ntk_spectrum import create_pipeline
 from linearized_kedro.pipelines.ntk_spectrum.nodes import init_network, spectrum
 
@@ -100,7 +101,7 @@ def test_pipeline_matches_float64_reference(tmp_path):
     assert out["n"] == 40 and out["k"] == 5 and out["max_residual"] < 1e-5
     assert len(out["positive_fraction"]) == 5
     np.testing.assert_array_equal(catalog.load("ntk_sample_index"), np.arange(40))
-    assert catalog.load("ntk_spectrum_plot") is not None
+    assert figure_has_data(catalog.load("ntk_spectrum_plot"))
 
 
 def test_interrupted_gram_resumes_with_identical_result(tmp_path, monkeypatch):
