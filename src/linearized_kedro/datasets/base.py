@@ -74,6 +74,17 @@ class ArtifactDataset(AbstractVersionedDataset):
     DEFAULT_LOAD_ARGS: ClassVar[dict[str, Any]] = {}
     DEFAULT_SAVE_ARGS: ClassVar[dict[str, Any]] = {}
 
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        # Kedro records each dataset's constructor arguments by wrapping ``__init__`` with a
+        # (*args, **kwargs) shim; a subclass that inherits ours would then be recorded as
+        # args/kwargs (``kedro catalog resolve-patterns`` printed them so). Give it the real
+        # signature to wrap instead.
+        if "__init__" not in cls.__dict__:
+            cls.__init__ = getattr(
+                ArtifactDataset.__init__, "__wrapped__", ArtifactDataset.__init__
+            )
+        super().__init_subclass__(**kwargs)
+
     def __init__(
         self,
         *,
