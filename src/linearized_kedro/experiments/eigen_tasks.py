@@ -28,6 +28,7 @@ from linearized_kedro.core.tasks import binarize_eigenfunction
 from linearized_kedro.core.train import TrainConfig, train_sweep
 from linearized_kedro.experiments import results
 from linearized_kedro.experiments.common import (
+    check_indices_below,
     check_seed,
     index_list,
     model_kinds,
@@ -134,6 +135,90 @@ def eigen_labels(eigenvectors: np.ndarray, indices: tuple[int, ...]) -> np.ndarr
     return np.stack([binarize_eigenfunction(eigenvectors, j) for j in indices])
 
 
+@dataclass(frozen=True)
+class EigenTaskRun:
+    """What every training on the eigenfunctions of a stored spectrum starts from.
+
+    Shared by :func:`train_eigen_tasks` and ``experiments.pretrained.compare_kernels``.
+
+    Attributes:
+        indices: the eigenfunction indices j (sorted, each < k).
+        labels: (T, N) float32 0/1 labels sign(u_j), one row per index.
+        num_train: number of leading train rows.
+        train_x, test_x: (num_train, H, W, C) and (N - num_train, H, W, C) float32.
+        module: the model θ0 belongs to.
+        train_key: ``split(key(seed))[0]``, the batch order of every task.
+        settings: the results table's settings (task_axis ``eigen_index``, k).
+    """
+
+    indices: tuple[int, ...]
+    labels: np.ndarray
+    num_train: int
+    train_x: np.ndarray
+    test_x: np.ndarray
+    module: Any
+    train_key: Any
+    settings: results.RunSettings
+
+
+def eigen_task_run(
+    inputs: np.ndarray,
+    num_train: int,
+    eigenvectors: np.ndarray,
+    model_cfg: Any,
+    config: Any,
+    *,
+    seed: int,
+    dataset: str,
+) -> EigenTaskRun:
+    """Checks the requested indices against k and sets up the tasks (docs/methods.md §3.2).
+
+    Args:
+        inputs: (N, H, W, C) float32, train rows first (the samples of the spectrum).
+        num_train: number of leading train rows.
+        eigenvectors: (k, N) rows.
+        model_cfg: the model preset θ0 belongs to.
+        config: the experiment's settings (``SECTION``, ``indices``, ``train``).
+        seed: integer seed.
+        dataset: dataset name (recorded in the table).
+    """
+    seed = check_seed(seed)
+    indices = config.indices
+    k = int(np.shape(eigenvectors)[0])
+    check_indices_below(
+        indices,
+        k,
+        f"{config.SECTION}.label_idx",
+        f"the spectrum has k={k} eigenvectors",
+        "Use smaller indices or rerun ntk_spectrum with a larger ntk.num_eigvecs.",
+    )
+    cfg_model = model_config(model_cfg)
+    x = np.asarray(inputs, np.float32)
+    train_key, _ = jax.random.split(jax.random.key(seed))
+    settings = results.RunSettings(
+        experiment=config.SECTION,
+        dataset=dataset,
+        model=cfg_model.name,
+        activation=cfg_model.activation,
+        task_axis="eigen_index",
+        num_train=num_train,
+        num_test=x.shape[0] - num_train,
+        seed=seed,
+        train=asdict(config.train),
+        num_eigvecs=k,
+    )
+    return EigenTaskRun(
+        indices=indices,
+        labels=eigen_labels(eigenvectors, indices),
+        num_train=num_train,
+        train_x=x[:num_train],
+        test_x=x[num_train:],
+        module=build_model(cfg_model),
+        train_key=train_key,
+        settings=settings,
+    )
+
+
 def train_eigen_tasks(
     inputs: np.ndarray,
     num_train: int,
@@ -162,48 +247,23 @@ def train_eigen_tasks(
         ``TaskResults`` with the results table (task_axis ``eigen_index``), histories and
         trained parameters (:func:`network_alignment` measures the networks' kernels).
     """
-    seed = check_seed(seed)
-    indices = config.indices
-    k = int(np.shape(eigenvectors)[0])
-    too_big = [j for j in indices if j >= k]
-    if too_big:
-        raise ConfigError(
-            f"eigen_training.label_idx {too_big} out of range: the spectrum has k={k} "
-            f"eigenvectors (indices 0..{k - 1}). Use smaller indices or rerun ntk_spectrum "
-            f"with --params ntk.num_eigvecs={max(too_big) + 1} or more."
-        )
-    cfg_model = model_config(model_cfg)
-    module = build_model(cfg_model)
-    x = np.asarray(inputs, np.float32)
-    labels = eigen_labels(eigenvectors, indices)
-    train_x, test_x = x[:num_train], x[num_train:]
-    train_key, _ = jax.random.split(jax.random.key(seed))
-    keys = jax.numpy.stack([train_key] * len(indices))
-    settings = results.RunSettings(
-        experiment="eigen_training",
-        dataset=dataset,
-        model=cfg_model.name,
-        activation=cfg_model.activation,
-        task_axis="eigen_index",
-        num_train=num_train,
-        num_test=x.shape[0] - num_train,
-        seed=seed,
-        train=asdict(config.train),
-        num_eigvecs=k,
+    run = eigen_task_run(
+        inputs, num_train, eigenvectors, model_cfg, config, seed=seed, dataset=dataset
     )
-    out = results.TaskResults(table=None)
-    rows = []
+    indices, labels = run.indices, run.labels
+    keys = jax.numpy.stack([run.train_key] * len(indices))
+    recorder = results.ResultsRecorder(run.settings)
     for kind in config.kinds:
         logger.info(
             "Training %s on eigenfunctions %s (%d epochs)", kind, indices, config.train.epochs
         )
         trained = train_sweep(
-            module,
+            run.module,
             variables0,
             kind,
-            train_x,
+            run.train_x,
             labels[:, :num_train],
-            test_x,
+            run.test_x,
             labels[:, num_train:],
             config.train,
             keys,
@@ -212,28 +272,10 @@ def train_eigen_tasks(
             task_labels=[f"j={j}" for j in indices],
         )
         for j, y, result in zip(indices, labels, trained, strict=True):
-            name = results.run_name(kind, j)
-            rows.append(
-                results.task_row(
-                    settings,
-                    kind=kind,
-                    task_value=j,
-                    labels_train=y[:num_train],
-                    labels_test=y[num_train:],
-                    final=result.final,
-                    diverged=result.diverged,
-                    eigenvalue=float(eigenvalues[j]),
-                )
+            recorder.add(
+                kind, j, result, y[:num_train], y[num_train:], eigenvalue=float(eigenvalues[j])
             )
-            out.histories[name] = {k_: np.asarray(v).tolist() for k_, v in result.history.items()}
-            if result.diverged:
-                logger.error("Training %s diverged (NaN/Inf loss); reported as failed.", name)
-                continue
-            variables = jax.tree_util.tree_map(
-                np.asarray, {"params": result.params, **(result.state or {})}
-            )
-            out.params[name] = variables
-    out.table = results.results_table(rows)
+    out = recorder.finish()
     degenerate = sorted(set(out.table.loc[out.table["degenerate"], "task_value"]))
     if degenerate:
         logger.warning(
