@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import re
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any, ClassVar, Literal
 
 import jax
@@ -127,6 +127,80 @@ def check_spectrum_matches(
             "The stored θ0 is not the θ0 whose NTK was decomposed (an interrupted "
             "ntk_spectrum run?). Rerun ntk_spectrum, or pin matching versions of "
             "ntk_spectrum.init_params and ntk_spectrum.report with --load-versions."
+        )
+
+
+@dataclass(frozen=True)
+class StoredSpectrum:
+    """The prepared data and the ``ntk_spectrum`` artifacts an eigenfunction experiment uses.
+
+    The field names are the catalog names: a node takes them as ``**stored_spectrum``,
+    wired with :meth:`node_inputs`.
+
+    Attributes:
+        prepared_inputs: (N, H, W, C) float32, train rows first.
+        data_report: the prepared data's report (``dataset``, ``num_train``).
+        prepared_sample_index: (N,) sample order of the prepared data.
+        ntk_eigenvalues: (k,) descending.
+        ntk_eigenvectors: (k, N) rows.
+        ntk_report: the spectrum's report (model, dataset, split, θ0 fingerprint).
+        ntk_sample_index: (N,) sample order the spectrum was computed on.
+        ntk_init_params: θ0 the spectrum was computed at.
+    """
+
+    prepared_inputs: np.ndarray
+    data_report: dict[str, Any]
+    prepared_sample_index: np.ndarray
+    ntk_eigenvalues: np.ndarray
+    ntk_eigenvectors: np.ndarray
+    ntk_report: dict[str, Any]
+    ntk_sample_index: np.ndarray
+    ntk_init_params: Any
+
+    @classmethod
+    def node_inputs(cls, *params: str, **datasets: str) -> dict[str, str]:
+        """``{argument: catalog name}`` of a node that takes ``**stored_spectrum``.
+
+        Args:
+            *params: parameter arguments, each wired to ``params:<name>``.
+            **datasets: further arguments, each wired to the named catalog entry.
+        """
+        return {
+            **{f.name: f.name for f in fields(cls)},
+            **datasets,
+            **{name: f"params:{name}" for name in params},
+        }
+
+    @property
+    def num_train(self) -> int:
+        return int(self.data_report["num_train"])
+
+    @property
+    def dataset(self) -> str:
+        return str(self.data_report["dataset"])
+
+    def check(self, model_cfg: Any) -> StoredSpectrum:
+        """Itself, once :func:`check_spectrum_matches` accepts it for ``model_cfg``."""
+        check_spectrum_matches(
+            self.ntk_report,
+            self.ntk_sample_index,
+            self.prepared_sample_index,
+            model_cfg,
+            self.data_report,
+            self.ntk_init_params,
+        )
+        return self
+
+    def experiment_inputs(self) -> tuple[np.ndarray, int, np.ndarray, np.ndarray, Any]:
+        """``(inputs, num_train, eigenvalues, eigenvectors, variables0)``: the leading
+        arguments of :func:`train_eigen_tasks`, :func:`network_alignment` and
+        ``experiments.pretrained.compare_kernels``."""
+        return (
+            self.prepared_inputs,
+            self.num_train,
+            self.ntk_eigenvalues,
+            self.ntk_eigenvectors,
+            self.ntk_init_params,
         )
 
 
