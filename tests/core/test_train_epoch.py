@@ -7,28 +7,22 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
+from fakes import training_data, training_mlp
 
 from linearized_kedro.core import train as train_mod
 from linearized_kedro.core.models import build_model, init_variables
 from linearized_kedro.core.train import TrainConfig, epoch_batches, steps_per_epoch, train_model
 from linearized_kedro.core.train.epoch import TRACES
 
-MLP = {"name": "mlp", "features": (8, 8)}
-
 
 @pytest.fixture(scope="module")
 def data():
-    """37 train (not a multiple of the batch 16) and 21 test images of 8x8x3."""
-    rng = np.random.default_rng(0)
-    x = rng.normal(size=(58, 8, 8, 3)).astype(np.float32)
-    y = (x[:, :4, :4, 0].mean(axis=(1, 2)) > 0).astype(np.float32)
-    return x[:37], y[:37], x[37:], y[37:]
+    return training_data()
 
 
 @pytest.fixture(scope="module")
 def mlp():
-    module = build_model(MLP)
-    return module, init_variables(module, 0, (8, 8, 3))
+    return training_mlp()
 
 
 def test_epoch_batches_cover_every_sample_once():

@@ -5,29 +5,24 @@ from __future__ import annotations
 import jax
 import numpy as np
 import pytest
+from fakes import training_data, training_mlp
 
 from linearized_kedro.core import train as train_mod
 from linearized_kedro.core.models import build_model, init_variables
 from linearized_kedro.core.train import TrainConfig, train_model, train_sweep
 from linearized_kedro.core.train.epoch import TRACES
 
-MLP = {"name": "mlp", "features": (8, 8)}
 LENET = {"name": "lenet", "conv_features": (2, 3), "dense_features": (4,)}
 
 
 @pytest.fixture(scope="module")
 def data():
-    """37 train (not a multiple of the batch 16) and 21 test images of 8x8x3."""
-    rng = np.random.default_rng(0)
-    x = rng.normal(size=(58, 8, 8, 3)).astype(np.float32)
-    y = (x[:, :4, :4, 0].mean(axis=(1, 2)) > 0).astype(np.float32)
-    return x[:37], y[:37], x[37:], y[37:]
+    return training_data()
 
 
 @pytest.fixture(scope="module")
 def mlp():
-    module = build_model(MLP)
-    return module, init_variables(module, 0, (8, 8, 3))
+    return training_mlp()
 
 
 def _tasks(y, yt):
