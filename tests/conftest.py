@@ -120,6 +120,22 @@ def run_kedro(project: Path, *args: str, check: bool = True, timeout: float = 60
     return proc
 
 
+@pytest.fixture(scope="session")
+def train_data():
+    """The training engine's tiny problem (``fakes.training_data``)."""
+    from fakes import training_data
+
+    return training_data()
+
+
+@pytest.fixture(scope="session")
+def train_mlp():
+    """(module, θ0) of the engine's tiny MLP (``fakes.training_mlp``)."""
+    from fakes import training_mlp
+
+    return training_mlp()
+
+
 @pytest.fixture
 def project_copy(tmp_path):
     """A fresh copy of the project (conf + tiny ``conf/test`` env) in a temporary folder."""
