@@ -24,20 +24,13 @@ from .style import (
     ordered_kinds,
     paper_style,
 )
-from .tables import as_bool, describe, select_task_rows
+from .tables import ACCURACY_COLUMNS, as_bool, describe, select_task_rows
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
 
-COMPARISON_COLUMNS = (
-    "task_axis",
-    "task_value",
-    "kind",
-    "train_accuracy",
-    "test_accuracy",
-    "majority_baseline_test",
-    "diverged",
-)
+# The accuracy figures' columns but ``degenerate`` (a comparison marks no one-class task).
+COMPARISON_COLUMNS = tuple(c for c in ACCURACY_COLUMNS if c != "degenerate")
 
 
 def comparison_rows(results: pd.DataFrame, experiment: str | None = None) -> pd.DataFrame:
