@@ -20,6 +20,7 @@ from .style import (
     COLUMN_WIDTH,
     DIVERGED,
     kind_style,
+    mark_tasks,
     new_figure,
     ordered_kinds,
     paper_style,
@@ -83,12 +84,12 @@ def draw_comparison(ax: Axes, rows: pd.DataFrame, *, legend: bool = False) -> No
                 patch.set_gid(gid)
         lost = [g for g, task in enumerate(tasks) if task in by_task and failed[by_task[task]]]
         if lost:
-            ax.plot(
+            mark_tasks(
+                ax,
                 [g - 0.42 + (2 * k + 1) * width for g in lost],
                 np.full(len(lost), 0.03),
-                ls="none",
-                marker=DIVERGED["marker"],
-                color=style.color,
+                DIVERGED,
+                style.color,
                 label=f"{style.label}: {DIVERGED['label']}",
                 gid=f"{kind}:diverged",
             )
