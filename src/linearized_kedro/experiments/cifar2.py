@@ -16,12 +16,7 @@ import numpy as np
 
 from linearized_kedro.core.config import Config, ConfigError
 from linearized_kedro.core.data import binary_labels, stratified_subset
-from linearized_kedro.core.models import (
-    build_model,
-    count_params,
-    init_variables,
-    model_config,
-)
+from linearized_kedro.core.models import build_model, count_params, init_variables, model_config
 from linearized_kedro.core.train import TrainConfig, train_model
 from linearized_kedro.experiments import results
 from linearized_kedro.experiments.common import check_seed, model_kinds, training_progress

@@ -52,6 +52,30 @@ def index_list(label_idx: Any, key: str = "label_idx") -> tuple[int, ...]:
     return tuple(sorted(set(out)))
 
 
+class TaskSelection:
+    """The tasks and model kinds a training experiment's config selects.
+
+    A mixin for a ``Config`` with a ``label_idx`` field and optionally a ``linearize``
+    field; errors name ``<SECTION>.label_idx`` and ``<SECTION>.linearize``.
+    """
+
+    @property
+    def indices(self) -> tuple[int, ...]:
+        """The task indices, sorted and distinct."""
+        return index_list(self.label_idx, f"{self.SECTION}.label_idx")
+
+    @property
+    def kinds(self) -> tuple[str, ...]:
+        """The model kinds trained on every task."""
+        return model_kinds(self.linearize, f"{self.SECTION}.linearize")
+
+    def check_selection(self) -> None:
+        """A ConfigError for a bad ``label_idx`` (or ``linearize``), naming the key."""
+        _ = self.indices
+        if hasattr(self, "linearize"):
+            _ = self.kinds
+
+
 def check_indices_below(
     indices: Sequence[int], bound: int, key: str, where: str, fix: str = ""
 ) -> None:

@@ -28,10 +28,9 @@ from linearized_kedro.core.tasks import binarize_eigenfunction
 from linearized_kedro.core.train import TrainConfig, train_sweep
 from linearized_kedro.experiments import results
 from linearized_kedro.experiments.common import (
+    TaskSelection,
     check_indices_below,
     check_seed,
-    index_list,
-    model_kinds,
     training_progress,
 )
 
@@ -39,7 +38,7 @@ logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
-class EigenTasksConfig(Config):
+class EigenTasksConfig(TaskSelection, Config):
     """``eigen_training:`` parameters (``conf/base/parameters_eigen_training.yml``).
 
     Attributes:
@@ -65,8 +64,7 @@ class EigenTasksConfig(Config):
     train: TrainConfig = field(default_factory=TrainConfig)
 
     def validate(self) -> None:
-        index_list(self.label_idx, f"{self.SECTION}.label_idx")
-        model_kinds(self.linearize, f"{self.SECTION}.linearize")
+        self.check_selection()
         if self.num_partitions < 1:
             raise ConfigError(f"{self.SECTION}.num_partitions must be >= 1.")
         if self.partition is not None and not 0 <= self.partition < self.num_partitions:
@@ -74,14 +72,6 @@ class EigenTasksConfig(Config):
                 f"{self.SECTION}.partition must be in 0..{self.num_partitions - 1} "
                 f"(num_partitions={self.num_partitions}); got {self.partition}."
             )
-
-    @property
-    def indices(self) -> tuple[int, ...]:
-        return index_list(self.label_idx, f"{self.SECTION}.label_idx")
-
-    @property
-    def kinds(self) -> tuple[str, ...]:
-        return model_kinds(self.linearize, f"{self.SECTION}.linearize")
 
 
 def check_spectrum_matches(

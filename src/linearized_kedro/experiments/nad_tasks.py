@@ -23,10 +23,9 @@ from linearized_kedro.core.models import ModelConfig, build_model
 from linearized_kedro.core.train import TrainConfig, train_sweep
 from linearized_kedro.experiments import results
 from linearized_kedro.experiments.common import (
+    TaskSelection,
     check_indices_below,
     check_seed,
-    index_list,
-    model_kinds,
     training_progress,
 )
 from linearized_kedro.experiments.nads import NadsConfig, nad_model_config
@@ -39,7 +38,7 @@ DATASET = "nad_separable"
 
 
 @dataclass(frozen=True)
-class NadTasksConfig(Config):
+class NadTasksConfig(TaskSelection, Config):
     """``nad_training:`` parameters (``conf/base/parameters_nad_training.yml``).
 
     Attributes:
@@ -65,8 +64,7 @@ class NadTasksConfig(Config):
     train: TrainConfig = field(default_factory=TrainConfig)
 
     def validate(self) -> None:
-        index_list(self.label_idx, key="nad_training.label_idx")
-        model_kinds(self.linearize, key="nad_training.linearize")
+        self.check_selection()
         if not self.epsilon > 0:
             raise ConfigError(
                 f"nad_training.epsilon (the class margin) must be > 0; got {self.epsilon}."
@@ -76,16 +74,6 @@ class NadTasksConfig(Config):
         for key in ("num_train", "num_test"):
             if getattr(self, key) < 1:
                 raise ConfigError(f"nad_training.{key} must be >= 1; got {getattr(self, key)}.")
-
-    @property
-    def indices(self) -> tuple[int, ...]:
-        """The NAD indices, sorted and distinct."""
-        return index_list(self.label_idx, key="nad_training.label_idx")
-
-    @property
-    def kinds(self) -> tuple[str, ...]:
-        """The model kinds trained on every index."""
-        return model_kinds(self.linearize, key="nad_training.linearize")
 
 
 RERUN = (

@@ -23,14 +23,14 @@ from linearized_kedro.core.config import Config
 from linearized_kedro.core.models import split_variables
 from linearized_kedro.core.train import TrainConfig, train_model
 from linearized_kedro.experiments import results
-from linearized_kedro.experiments.common import index_list, training_progress
+from linearized_kedro.experiments.common import TaskSelection, training_progress
 from linearized_kedro.experiments.eigen_tasks import eigen_task_run
 
 logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
-class PretrainedConfig(Config):
+class PretrainedConfig(TaskSelection, Config):
     """``pretrained_comparison:`` parameters.
 
     Attributes:
@@ -46,11 +46,7 @@ class PretrainedConfig(Config):
     train: TrainConfig = field(default_factory=TrainConfig)
 
     def validate(self) -> None:
-        index_list(self.label_idx, f"{self.SECTION}.label_idx")
-
-    @property
-    def indices(self) -> tuple[int, ...]:
-        return index_list(self.label_idx, f"{self.SECTION}.label_idx")
+        self.check_selection()
 
 
 def compare_kernels(
