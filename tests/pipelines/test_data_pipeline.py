@@ -126,11 +126,14 @@ def _catalog_for(dataset: str) -> DataCatalog:
 
     from kedro.config import OmegaConfigLoader
 
+    from linearized_kedro.settings import CONFIG_LOADER_ARGS
+
+    # The project's loader settings (its resolvers: ${oc.env:...} in globals.yml).
     loader = OmegaConfigLoader(
         conf_source=str(Path(__file__).resolve().parents[2] / "conf"),
-        base_env="base",
-        default_run_env="base",
+        env="base",
         runtime_params={"data": {"dataset": dataset}},
+        **CONFIG_LOADER_ARGS,
     )
     return DataCatalog.from_config(loader["catalog"])
 
