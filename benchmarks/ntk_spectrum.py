@@ -272,7 +272,7 @@ def kedro_profile(n: int, model: str) -> dict:
     log and the spectrum report.
     """
     sys.path.insert(0, str(ROOT / "tests"))
-    from official_formats import write_cifar10_binary
+    from official_formats import raw_images_catalog, write_cifar10_binary
 
     work = Path(tempfile.mkdtemp(prefix="ntk-kedro-profile-"))
     try:
@@ -287,14 +287,7 @@ def kedro_profile(n: int, model: str) -> dict:
         shutil.copytree(ROOT / "src", project / "src", ignore=shutil.ignore_patterns("__pycache__"))
         n_train, n_test = n * 3 // 4, n - n * 3 // 4
         checksums = write_cifar10_binary(project / "data/01_raw/cifar10", n_train, n_test, seed=3)
-        (project / "conf/local/catalog.yml").write_text(
-            "raw_images:\n"
-            "  type: linearized_kedro.datasets.RawImageDataset\n"
-            "  dataset: ${runtime_params:data.dataset, ${globals:defaults.dataset}}\n"
-            "  root: data/01_raw\n"
-            "  download: never\n"
-            f"  checksums: {json.dumps(checksums)}\n"
-        )
+        (project / "conf/local/catalog.yml").write_text(raw_images_catalog(checksums))
         env = dict(os.environ, DO_NOT_TRACK="1", KEDRO_DISABLE_TELEMETRY="1", MPLBACKEND="Agg")
         params = (
             f"model={model},data.dataset=cifar10,data.num_train={n_train},"

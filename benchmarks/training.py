@@ -219,45 +219,17 @@ def main():
         cache = {}
         for kind in [] if args.no_epochs else args.kinds:
             flops = step_flops(module, variables, kind, x, y, TrainConfig()) * (args.n // 128)
+            # The same data and settings through the engine (both epoch modes) and the baseline.
+            data = (module, variables, kind, x, y, xt, yt)
             variants = {
-                f"engine auto={auto_mode}": functools.partial(
-                    train_model,
-                    module,
-                    variables,
-                    kind,
-                    x,
-                    y,
-                    xt,
-                    yt,
-                    TrainConfig(epochs=1),
-                    0,
-                ),
-                f"engine {other_mode}": functools.partial(
-                    train_model,
-                    module,
-                    variables,
-                    kind,
-                    x,
-                    y,
-                    xt,
-                    yt,
-                    TrainConfig(epochs=1, epoch_mode=other_mode),
-                    0,
-                ),
-                "baseline": functools.partial(
-                    baseline_epoch,
-                    module,
-                    variables,
-                    kind,
-                    x,
-                    y,
-                    xt,
-                    yt,
-                    TrainConfig(epochs=1),
-                    jax.random.key(0),
-                    cache,
-                ),
+                f"engine {label}": functools.partial(
+                    train_model, *data, TrainConfig(epochs=1, epoch_mode=mode), 0
+                )
+                for label, mode in ((f"auto={auto_mode}", "auto"), (other_mode, other_mode))
             }
+            variants["baseline"] = functools.partial(
+                baseline_epoch, *data, TrainConfig(epochs=1), jax.random.key(0), cache
+            )
             times = interleaved(variants, args.repeat)
             tb = times["baseline"]
             for label, t in times.items():

@@ -120,6 +120,46 @@ def run_kedro(project: Path, *args: str, check: bool = True, timeout: float = 60
     return proc
 
 
+def kedro_run(
+    project: Path,
+    pipelines: str,
+    params: str = "",
+    *options: str,
+    check: bool = True,
+    timeout: float = 600,
+):
+    """``kedro run --env test --pipelines <pipelines> [--params <params>] <options>``.
+
+    Args:
+        project: a project copy (``copy_project``).
+        pipelines: comma-separated pipeline names.
+        params: the ``--params`` string; empty: none.
+        *options: further ``kedro run`` options, e.g. ``"--load-versions", "x:v"``.
+        check: raise when the run fails (otherwise return the failed process).
+        timeout: seconds.
+    """
+    args = ["run", "--env", "test", "--pipelines", pipelines]
+    if params:
+        args += ["--params", params]
+    return run_kedro(project, *args, *options, check=check, timeout=timeout)
+
+
+@pytest.fixture(scope="session")
+def train_data():
+    """The training engine's tiny problem (``fakes.training_data``)."""
+    from fakes import training_data
+
+    return training_data()
+
+
+@pytest.fixture(scope="session")
+def train_mlp():
+    """(module, θ0) of the engine's tiny MLP (``fakes.training_mlp``)."""
+    from fakes import training_mlp
+
+    return training_mlp()
+
+
 @pytest.fixture
 def project_copy(tmp_path):
     """A fresh copy of the project (conf + tiny ``conf/test`` env) in a temporary folder."""

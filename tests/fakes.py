@@ -50,6 +50,29 @@ def fake_spectrum(seed: int = 0) -> dict:
     }
 
 
+# A tiny training problem for the engine's tests (core/train).
+TRAIN_MLP = {"name": "mlp", "features": (8, 8)}
+
+
+def training_data(seed: int = 0):
+    """37 train (not a multiple of the batch 16) and 21 test images of 8x8x3.
+
+    Returns:
+        ``(train_x (37, 8, 8, 3), train_y (37,), test_x (21, 8, 8, 3), test_y (21,))``
+        float32; the label is whether a corner of the first channel is bright on average.
+    """
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(58, 8, 8, 3)).astype(np.float32)
+    y = (x[:, :4, :4, 0].mean(axis=(1, 2)) > 0).astype(np.float32)
+    return x[:37], y[:37], x[37:], y[37:]
+
+
+def training_mlp():
+    """(module, variables at init(0)) of ``TRAIN_MLP`` on 8x8x3 inputs."""
+    module = build_model(TRAIN_MLP)
+    return module, init_variables(module, 0, (8, 8, 3))
+
+
 CIFAR2_TRAIN, CIFAR2_TEST = 120, 60
 
 

@@ -16,6 +16,7 @@ import gzip
 import hashlib
 import http.server
 import io
+import json
 import pickle
 import tarfile
 import threading
@@ -111,6 +112,22 @@ def write_cifar10_binary(directory, n_train: int, n_test: int, seed: int) -> dic
     path = directory / "cifar-10-binary.tar.gz"
     _write_tar_gz(path, members)
     return {path.name: _sha256(path)}
+
+
+def raw_images_catalog(checksums: dict[str, str]) -> str:
+    """A ``raw_images`` catalog entry that reads local files with these checksums only.
+
+    Written to a project's ``conf/<env>/catalog.yml`` beside files from
+    :func:`write_cifar10_binary`: the run reads them and never downloads.
+    """
+    return (
+        "raw_images:\n"
+        "  type: linearized_kedro.datasets.RawImageDataset\n"
+        "  dataset: ${runtime_params:data.dataset, ${globals:defaults.dataset}}\n"
+        "  root: data/01_raw\n"
+        "  download: never\n"
+        f"  checksums: {json.dumps(checksums)}\n"
+    )
 
 
 def write_cifar10_python(directory, n_train: int, n_test: int, seed: int) -> dict[str, str]:

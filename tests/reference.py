@@ -84,3 +84,28 @@ def random_psd(n: int, *, condition: float = 1e4, seed: int = 0) -> np.ndarray:
     q, _ = np.linalg.qr(rng.standard_normal((n, n)))
     values = np.logspace(0.0, -np.log10(condition), n)
     return (q * values) @ q.T
+
+
+def known_spectrum(
+    n: int = 300, *, seed: int = 0, decay: float = 0.97
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A symmetric PSD (n, n) float64 matrix with a slowly decaying, NTK-like spectrum.
+
+    K = Q diag(λ) Qᵀ with λ_j = 1e3·decay^j + 1e-3 (a flat tail), Q a random orthogonal
+    basis.
+
+    Returns:
+        (K (n, n), eigenvalues (n,) descending, eigenvectors (n, n) as rows), the
+        eigenpairs from ``numpy.linalg.eigh``.
+    """
+    rng = np.random.default_rng(seed)
+    q, _ = np.linalg.qr(rng.standard_normal((n, n)))
+    values = 1e3 * decay ** np.arange(n) + 1e-3
+    K = (q * values) @ q.T
+    w, V = np.linalg.eigh(K)
+    return K, w[::-1], V[:, ::-1].T
+
+
+def subspace_cos(A: np.ndarray, B: np.ndarray) -> float:
+    """Smallest principal cosine between the row spaces of A and B (both (k, N))."""
+    return float(np.linalg.svd(A @ B.T, compute_uv=False).min())

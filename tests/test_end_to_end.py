@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import PROJECT_ROOT, copy_project, run_kedro
+from conftest import PROJECT_ROOT, copy_project, kedro_run, run_kedro
 
 from linearized_kedro.pipelines.reporting.nodes import EXPERIMENTS as REPORTED
 
@@ -39,10 +39,6 @@ EXPERIMENTS = (
 )
 RUN_PARAMS = "data.dataset=digits,model=mlp"
 NOTEBOOK_ENV = {"LINEARIZED_KEDRO_MODEL": "mlp", "LINEARIZED_KEDRO_DATASET": "digits"}
-
-
-def kedro(project: Path, *args: str, check: bool = True):
-    return run_kedro(project, *args, check=check, timeout=300)
 
 
 def versions(path: Path) -> list[Path]:
@@ -62,17 +58,8 @@ def project(tmp_path_factory) -> Path:
     (project / "conf/test/parameters.yml").write_text(
         (GOLDEN / "first_wave_parameters.yml").read_text()
     )
-    kedro(
-        project,
-        "run",
-        "--env",
-        "test",
-        "--pipelines",
-        ",".join(EXPERIMENTS),
-        "--params",
-        RUN_PARAMS,
-    )
-    kedro(project, "run", "--env", "test", "--pipelines", "reporting", "--params", RUN_PARAMS)
+    kedro_run(project, ",".join(EXPERIMENTS), RUN_PARAMS, timeout=300)
+    kedro_run(project, "reporting", RUN_PARAMS, timeout=300)
     return project
 
 
@@ -135,47 +122,18 @@ def test_reporting_honours_load_versions(project):
     folder = project / "data/05_model_input/digits/mlp"
     older = versions(folder / "ntk_eigenvalues.npy")[-1].name
     # A newer spectrum with another k (10 instead of 20).
-    kedro(
-        project,
-        "run",
-        "--env",
-        "test",
-        "--pipelines",
-        "ntk_spectrum",
-        "--params",
-        f"{RUN_PARAMS},ntk.num_eigvecs=10",
-    )
+    kedro_run(project, "ntk_spectrum", f"{RUN_PARAMS},ntk.num_eigvecs=10", timeout=300)
     summary_folder = project / "data/08_reporting/digits/mlp/summary.md"
-    kedro(project, "run", "--env", "test", "--pipelines", "reporting", "--params", RUN_PARAMS)
+    kedro_run(project, "reporting", RUN_PARAMS, timeout=300)
     assert "k (eigenpairs): 10" in latest(summary_folder).read_text()
     pins = f"ntk_eigenvalues:{older},ntk_report:{older}"
-    kedro(
-        project,
-        "run",
-        "--env",
-        "test",
-        "--pipelines",
-        "reporting",
-        "--params",
-        RUN_PARAMS,
-        "--load-versions",
-        pins,
-    )
+    kedro_run(project, "reporting", RUN_PARAMS, "--load-versions", pins, timeout=300)
     pinned = latest(summary_folder).read_text()
     assert "k (eigenpairs): 20" in pinned and f"`ntk_eigenvalues` {older}" in pinned
     # A pin to a version that does not exist is refused, listing the versions that do.
-    proc = kedro(
-        project,
-        "run",
-        "--env",
-        "test",
-        "--pipelines",
-        "reporting",
-        "--params",
-        RUN_PARAMS,
-        "--load-versions",
-        "ntk_eigenvalues:1999-01-01T00.00.00.000Z",
-        check=False,
+    missing = "ntk_eigenvalues:1999-01-01T00.00.00.000Z"
+    proc = kedro_run(
+        project, "reporting", RUN_PARAMS, "--load-versions", missing, check=False, timeout=300
     )
     assert proc.returncode != 0
     assert older in proc.stdout + proc.stderr and "no such version" in proc.stdout + proc.stderr
@@ -217,7 +175,7 @@ def _graph(api: Path, pipeline: str) -> dict:
 
 
 def test_kedro_viz_build_has_layers_and_lineage(project):
-    kedro(project, "viz", "build", "--include-previews")
+    run_kedro(project, "viz", "build", "--include-previews", timeout=300)
     api = project / "build" / "api"
     main = json.loads((api / "main").read_text())
     registered = {p["id"] for p in main["pipelines"]}

@@ -13,7 +13,7 @@ import sys
 
 import pandas as pd
 import pytest
-from conftest import copy_project, kedro_env, run_kedro
+from conftest import copy_project, kedro_env, kedro_run
 
 PARAMS = "model=mlp,data.dataset=digits"
 
@@ -39,11 +39,7 @@ def test_two_process_partitioned_sweep_equals_one_process(tmp_path):
     )
     sweep = f"{PARAMS},eigen_training.alignment=false"
     # The reference: spectrum and the whole sweep in one process.
-    run_kedro(
-        project,
-        *("run", "--env", "test", "--pipelines", "ntk_spectrum,eigen_training"),
-        *("--params", sweep),
-    )
+    kedro_run(project, "ntk_spectrum,eigen_training", sweep)
     one_process = _latest_table(project)
     assert sorted(one_process["task_value"].unique()) == [1, 5, 10]
     # Two partition jobs at the same time, in the same project; they read the spectrum
@@ -69,18 +65,8 @@ def test_two_process_partitioned_sweep_equals_one_process(tmp_path):
     assert names == ["part-000-of-001.csv", "part-000-of-002.csv", "part-001-of-002.csv"]
     assert sorted(pd.read_csv(parts / "part-000-of-002.csv")["task_value"].unique()) == [1, 10]
 
-    run_kedro(
-        project,
-        "run",
-        "--env",
-        "test",
-        "--pipelines",
-        "eigen_training",
-        "--tags",
-        "eigen_training_merge",
-        "--params",
-        f"{sweep},eigen_training.num_partitions=2",
-    )
+    merge = f"{sweep},eigen_training.num_partitions=2"
+    kedro_run(project, "eigen_training", merge, "--tags", "eigen_training_merge")
     merged = _latest_table(project)
     pd.testing.assert_frame_equal(merged, one_process, check_exact=False, rtol=1e-6)
 

@@ -11,10 +11,12 @@ import time
 
 import numpy as np
 import pytest
-from conftest import copy_project, run_kedro
-from official_formats import write_cifar10_binary
+from conftest import copy_project, kedro_run, run_kedro
+from official_formats import raw_images_catalog, write_cifar10_binary
 
 pytestmark = pytest.mark.slow
+
+DIGITS = "model=mlp,data.dataset=digits"
 
 
 def _latest(project, relative):
@@ -29,16 +31,7 @@ def _latest(project, relative):
 def digits_project(tmp_path_factory):
     """A project copy where ntk_spectrum has run once for MLP on digits."""
     project = copy_project(tmp_path_factory.mktemp("digits") / "project")
-    run_kedro(
-        project,
-        "run",
-        "--env",
-        "test",
-        "--pipelines",
-        "ntk_spectrum",
-        "--params",
-        "model=mlp,data.dataset=digits",
-    )
+    kedro_run(project, "ntk_spectrum", DIGITS)
     return project
 
 
@@ -68,15 +61,9 @@ def test_ntk_spectrum_artifacts(digits_project):
 
 
 def test_same_seed_same_artifacts(digits_project):
+    # The deprecated singular --pipeline keeps working.
     run_kedro(
-        digits_project,
-        "run",
-        "--env",
-        "test",
-        "--pipeline",  # the deprecated singular form keeps working
-        "ntk_spectrum",
-        "--params",
-        "model=mlp,data.dataset=digits",
+        digits_project, "run", "--env", "test", "--pipeline", "ntk_spectrum", "--params", DIGITS
     )
     folder = digits_project / "data/05_model_input/digits/mlp/ntk_eigenvectors.npy"
     versions = sorted(p for p in folder.iterdir() if p.is_dir())
@@ -87,16 +74,7 @@ def test_same_seed_same_artifacts(digits_project):
 
 
 def test_single_task_shortcut_params(digits_project):
-    run_kedro(
-        digits_project,
-        "run",
-        "--env",
-        "test",
-        "--pipelines",
-        "eigen_training",
-        "--params",
-        "model=mlp,data.dataset=digits,label_idx=3,linearize=true",
-    )
+    kedro_run(digits_project, "eigen_training", f"{DIGITS},label_idx=3,linearize=true")
     import pandas as pd
 
     table = pd.read_csv(
@@ -106,50 +84,22 @@ def test_single_task_shortcut_params(digits_project):
 
 
 def test_missing_upstream_names_the_pipeline(digits_project):
-    proc = run_kedro(
-        digits_project,
-        "run",
-        "--env",
-        "test",
-        "--pipelines",
-        "eigen_training",
-        "--params",
-        "model=lenet,data.dataset=digits",
-        check=False,
+    proc = kedro_run(
+        digits_project, "eigen_training", "model=lenet,data.dataset=digits", check=False
     )
     assert proc.returncode != 0
     assert "kedro run --pipelines ntk_spectrum" in proc.stdout + proc.stderr
 
 
 def test_label_idx_beyond_k_is_a_clear_error(digits_project):
-    proc = run_kedro(
-        digits_project,
-        "run",
-        "--env",
-        "test",
-        "--pipelines",
-        "eigen_training",
-        "--params",
-        "model=mlp,data.dataset=digits,label_idx=50",
-        check=False,
-    )
+    proc = kedro_run(digits_project, "eigen_training", f"{DIGITS},label_idx=50", check=False)
     assert proc.returncode != 0
     assert "out of range" in proc.stdout + proc.stderr
 
 
 def test_cifar10_without_files_fails_fast_naming_the_file(project_copy):
     start = time.perf_counter()
-    proc = run_kedro(
-        project_copy,
-        "run",
-        "--env",
-        "test",
-        "--pipelines",
-        "data",
-        "--params",
-        "data.dataset=cifar10,data.download=never",
-        check=False,
-    )
+    proc = kedro_run(project_copy, "data", "data.dataset=cifar10,data.download=never", check=False)
     assert proc.returncode != 0
     assert "cifar-10-binary.tar.gz" in proc.stdout + proc.stderr
     assert time.perf_counter() - start < 60
@@ -158,23 +108,7 @@ def test_cifar10_without_files_fails_fast_naming_the_file(project_copy):
 def test_ntk_spectrum_on_generated_cifar10_files(project_copy):
     raw = project_copy / "data/01_raw/cifar10"
     checksums = write_cifar10_binary(raw, 150, 70, seed=3)
-    (project_copy / "conf/test/catalog.yml").write_text(
-        "raw_images:\n"
-        "  type: linearized_kedro.datasets.RawImageDataset\n"
-        "  dataset: ${runtime_params:data.dataset, ${globals:defaults.dataset}}\n"
-        "  root: data/01_raw\n"
-        "  download: never\n"
-        f"  checksums: {json.dumps(checksums)}\n"
-    )
-    run_kedro(
-        project_copy,
-        "run",
-        "--env",
-        "test",
-        "--pipelines",
-        "ntk_spectrum",
-        "--params",
-        "model=lenet",
-    )
+    (project_copy / "conf/test/catalog.yml").write_text(raw_images_catalog(checksums))
+    kedro_run(project_copy, "ntk_spectrum", "model=lenet")
     values = np.load(_latest(project_copy, "data/05_model_input/cifar10/lenet/ntk_eigenvalues.npy"))
     assert values.shape == (20,) and np.all(values > 0)

@@ -44,6 +44,13 @@ _DATA = click.option(
 )
 
 
+def _duration_option(flag: str, default: float, help: str):
+    """A non-negative duration (hours, days) with a shown default."""
+    return click.option(
+        flag, default=default, show_default=True, type=click.FloatRange(min=0), help=help
+    )
+
+
 def _mib(size: int) -> str:
     return f"{size / 2**20:.1f} MiB"
 
@@ -64,19 +71,11 @@ def _mib(size: int) -> str:
     help="Run (version) never to remove, as VERSION or DATASET:VERSION; repeatable. "
     "Versions listed in <data>/.pins are kept too.",
 )
-@click.option(
-    "--grace-hours",
-    default=24.0,
-    show_default=True,
-    type=click.FloatRange(min=0),
-    help="Incomplete versions and temporary files younger than this are kept.",
+@_duration_option(
+    "--grace-hours", 24.0, "Incomplete versions and temporary files younger than this are kept."
 )
-@click.option(
-    "--tile-age-days",
-    default=7.0,
-    show_default=True,
-    type=click.FloatRange(min=0),
-    help="Gram tiles no live run holds are removed once untouched this long.",
+@_duration_option(
+    "--tile-age-days", 7.0, "Gram tiles no live run holds are removed once untouched this long."
 )
 @click.option("--apply", is_flag=True, help="Remove; without it, only list what would go.")
 def gc(data_root, keep_last, keep, grace_hours, tile_age_days, apply):

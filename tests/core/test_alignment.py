@@ -70,6 +70,7 @@ def test_quotients_match_explicit_gram():
         assert rel_err(out[part], expected) < F64
         assert rel_err(out[f"trace_{part}"], np.trace(block)) < F64
         assert rel_err(q[part], expected / (np.trace(block) / idx.size)) < F64
+        assert rel_err(out[f"{part}_split_normalized"], q[part]) < F64
         assert rel_err(q[part], quotients_from_gram(gram, u, idx)) < F64
     assert rel_err(out["trace"], np.trace(gram)) < F64
     assert rel_err(out["all_normalized"], lam / (np.trace(gram) / n)) < F64

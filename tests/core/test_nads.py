@@ -81,32 +81,36 @@ def test_adjoint_identity():
     np.testing.assert_allclose(lhs, rhs, rtol=1e-10)
 
 
+def _explicit_gram(config, sigma: float, num_points: int):
+    """(f, θ, points, G = AᵀA of the explicit operator), all float64: call it under x64."""
+    module, params, state = _setup(config, dtype=jnp.float64)
+    points = nads.nad_points(SHAPE, sigma, num_points, jax.random.key(2))
+    a_ref = _explicit_operator(module, state, params, points)
+    g_ref = a_ref.T @ a_ref
+    assert np.abs(g_ref).max() > 0  # a zero operator would match anything
+    return models.scalar_apply(module, state), params, points, g_ref
+
+
+def _assert_gram_close(gram, g_ref):
+    np.testing.assert_allclose(gram, g_ref, rtol=1e-9, atol=1e-12 * np.abs(g_ref).max())
+
+
 def test_dense_gram_matches_explicit_float64_lenet_at_zero():
     with jax.enable_x64(True):
-        module, params, state = _setup(TINY_LENET, dtype=jnp.float64)
-        f = models.scalar_apply(module, state)
-        points = nads.nad_points(SHAPE, 0.0, 1, jax.random.key(2))
-        a_ref = _explicit_operator(module, state, params, points)
+        f, params, points, g_ref = _explicit_gram(TINY_LENET, 0.0, 1)
         gram, used, _ = nads.nad_gram(f, params, points, method="dense", chunk_size=5)
     assert used == "dense"
-    g_ref = a_ref.T @ a_ref
-    assert np.abs(g_ref).max() > 0
-    np.testing.assert_allclose(gram, g_ref, rtol=1e-9, atol=1e-12 * np.abs(g_ref).max())
+    _assert_gram_close(gram, g_ref)
 
 
 def test_both_methods_match_explicit_float64_mlp_random_points():
     with jax.enable_x64(True):
-        module, params, state = _setup(TINY_MLP, dtype=jnp.float64)
-        f = models.scalar_apply(module, state)
-        points = nads.nad_points(SHAPE, 0.5, 3, jax.random.key(2))
-        a_ref = _explicit_operator(module, state, params, points)
+        f, params, points, g_ref = _explicit_gram(TINY_MLP, 0.5, 3)
         dense, _, _ = nads.nad_gram(f, params, points, method="dense", chunk_size=16)
         free, used, _ = nads.nad_gram(f, params, points, method="matrix_free", chunk_size=7)
     assert used == "matrix_free"
-    g_ref = a_ref.T @ a_ref
-    assert np.abs(g_ref).max() > 0
     for gram in (dense, free):
-        np.testing.assert_allclose(gram, g_ref, rtol=1e-9, atol=1e-12 * np.abs(g_ref).max())
+        _assert_gram_close(gram, g_ref)
 
 
 def test_float32_grams_close_to_float64_reference():

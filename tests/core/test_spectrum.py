@@ -2,32 +2,20 @@
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 import pytest
+from reference import known_spectrum, subspace_cos
 
 from linearized_kedro.core import spectrum
 
 N = 300
 
 
-def known_spd(n: int = N, seed: int = 0, decay: float = 0.97) -> np.ndarray:
-    """Q diag(λ) Qᵀ with λ_j = 1e3·decay^j (+ a flat tail), a slowly decaying NTK-like spectrum."""
-    rng = np.random.default_rng(seed)
-    Q, _ = np.linalg.qr(rng.standard_normal((n, n)))
-    lam = 1e3 * decay ** np.arange(n) + 1e-3
-    return (Q * lam) @ Q.T
-
-
-def subspace_cos(A: np.ndarray, B: np.ndarray) -> float:
-    """Smallest principal cosine between the row spaces of A and B (both (k, N))."""
-    return float(np.linalg.svd(A @ B.T, compute_uv=False).min())
-
-
 @pytest.fixture(scope="module")
 def gram():
-    K = known_spd()
-    w, V = np.linalg.eigh(K)
-    return K, w[::-1], V[:, ::-1].T
+    return known_spectrum(N)
 
 
 @pytest.mark.parametrize("solver", ["dense", "block_krylov"])
@@ -100,18 +88,25 @@ def test_nystrom_drops_tiny_eigenvalues():
     assert np.max(np.abs(e.vectors)) < 10
 
 
-def test_bad_inputs(gram):
+@pytest.mark.parametrize("device", [False, True], ids=["host", "device"])
+def test_bad_inputs(gram, device):
     K = gram[0]
+    solve = functools.partial(spectrum.top_eigenpairs, device=device)
+    assert solve(K, 3).values.shape == (3,)  # control: the same call with good inputs
     with pytest.raises(ValueError, match="1 <= k < N"):
-        spectrum.top_eigenpairs(K, N)
+        solve(K, N)
     with pytest.raises(ValueError, match="1 <= k < N"):
-        spectrum.top_eigenpairs(K, 0)
+        solve(K, 0)
     with pytest.raises(ValueError, match="square"):
-        spectrum.top_eigenpairs(K[:, :10], 3)
+        solve(K[:, :10], 3)
     with pytest.raises(ValueError, match="NaN"):
-        spectrum.top_eigenpairs(np.full((4, 4), np.nan), 2)
+        solve(np.full((4, 4), np.nan), 2)
     with pytest.raises(ValueError, match="Unknown solver"):
-        spectrum.top_eigenpairs(K, 3, solver="arpack")
+        solve(K, 3, solver="arpack")
+
+
+def test_bad_nystrom_inputs(gram):
+    K = gram[0]
     with pytest.raises(ValueError, match="distinct"):
         spectrum.nystrom_eigenpairs(K[:, [0, 0]], np.array([0, 0]), 1)
     with pytest.raises(ValueError, match="k must"):

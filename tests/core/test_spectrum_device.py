@@ -10,28 +10,16 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from reference import known_spectrum, subspace_cos
 
 from linearized_kedro.core import spectrum
 
 N = 300
 
 
-def known_spd(n: int = N, seed: int = 0, decay: float = 0.97) -> np.ndarray:
-    rng = np.random.default_rng(seed)
-    Q, _ = np.linalg.qr(rng.standard_normal((n, n)))
-    lam = 1e3 * decay ** np.arange(n) + 1e-3
-    return (Q * lam) @ Q.T
-
-
-def subspace_cos(A: np.ndarray, B: np.ndarray) -> float:
-    return float(np.linalg.svd(A @ B.T, compute_uv=False).min())
-
-
 @pytest.fixture(scope="module")
 def gram():
-    K = known_spd()
-    w, V = np.linalg.eigh(K)
-    return K, w[::-1], V[:, ::-1].T
+    return known_spectrum(N)
 
 
 def _on_device(K):
@@ -88,15 +76,3 @@ def test_krylov_blocks_are_capped_by_device_memory():
     assert spectrum.device_solver_bytes(n, k, max_blocks=capped) <= full // 2
     assert spectrum.device_max_blocks(n, k, 10**6) is None  # not even 3 blocks
     assert spectrum.device_max_blocks(1000, 10, 10**9) == 30  # dense fits
-
-
-def test_bad_inputs_on_device(gram):
-    K = gram[0]
-    with pytest.raises(ValueError, match="1 <= k < N"):
-        spectrum.device_top_eigenpairs(K, N)
-    with pytest.raises(ValueError, match="square"):
-        spectrum.device_top_eigenpairs(K[:, :10], 3)
-    with pytest.raises(ValueError, match="NaN"):
-        spectrum.device_top_eigenpairs(np.full((4, 4), np.nan), 2)
-    with pytest.raises(ValueError, match="Unknown solver"):
-        spectrum.device_top_eigenpairs(K, 3, solver="arpack")

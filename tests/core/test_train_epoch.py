@@ -13,23 +13,6 @@ from linearized_kedro.core.models import build_model, init_variables
 from linearized_kedro.core.train import TrainConfig, epoch_batches, steps_per_epoch, train_model
 from linearized_kedro.core.train.epoch import TRACES
 
-MLP = {"name": "mlp", "features": (8, 8)}
-
-
-@pytest.fixture(scope="module")
-def data():
-    """37 train (not a multiple of the batch 16) and 21 test images of 8x8x3."""
-    rng = np.random.default_rng(0)
-    x = rng.normal(size=(58, 8, 8, 3)).astype(np.float32)
-    y = (x[:, :4, :4, 0].mean(axis=(1, 2)) > 0).astype(np.float32)
-    return x[:37], y[:37], x[37:], y[37:]
-
-
-@pytest.fixture(scope="module")
-def mlp():
-    module = build_model(MLP)
-    return module, init_variables(module, 0, (8, 8, 3))
-
 
 def test_epoch_batches_cover_every_sample_once():
     idx, mask = epoch_batches(jax.random.key(0), 0, 37, 16)
@@ -64,10 +47,10 @@ def _reference_epoch64(module, params, x, y, key, cfg, epochs_total):
     return params
 
 
-def test_epoch_masks_last_batch_and_matches_float64_loop(data, mlp, monkeypatch):
+def test_epoch_masks_last_batch_and_matches_float64_loop(train_data, train_mlp, monkeypatch):
     """37 samples, batch 16: steps of 16, 16 and 5 samples; 21 test samples in padded batches."""
-    module, variables = mlp
-    x, y, xt, yt = data
+    module, variables = train_mlp
+    x, y, xt, yt = train_data
     monkeypatch.setattr(train_mod.sweep, "EVAL_BATCH_SIZE", 8)
     cfg = TrainConfig(epochs=1, batch_size=16, max_lr=0.5)
     result = train_model(module, variables, "network", x, y, xt, yt, cfg, 3)
@@ -90,10 +73,10 @@ def test_epoch_masks_last_batch_and_matches_float64_loop(data, mlp, monkeypatch)
     assert not result.diverged and result.final["epochs_completed"] == 1
 
 
-def test_train_metrics_are_epoch_averages_over_every_sample(data, mlp):
+def test_train_metrics_are_epoch_averages_over_every_sample(train_data, train_mlp):
     """With a negligible learning rate, the epoch's train loss is the mean BCE at θ0."""
-    module, variables = mlp
-    x, y, xt, yt = data
+    module, variables = train_mlp
+    x, y, xt, yt = train_data
     cfg = TrainConfig(epochs=1, batch_size=16, max_lr=1e-12, lr_schedule="fixed")
     result = train_model(module, variables, "network", x, y, xt, yt, cfg, 0)
     logits = np.asarray(module.apply(variables, x)[:, 0], np.float64)
@@ -109,9 +92,9 @@ def _traces(cfg):
 
 
 @pytest.mark.parametrize("epoch_mode", ["scan", "loop"])
-def test_epoch_program_traces_once_across_epochs_and_runs(data, mlp, epoch_mode):
-    module, variables = mlp
-    x, y, xt, yt = data
+def test_epoch_program_traces_once_across_epochs_and_runs(train_data, train_mlp, epoch_mode):
+    module, variables = train_mlp
+    x, y, xt, yt = train_data
     # A config no other test uses, so its program is new here.
     cfg = TrainConfig(epochs=4, batch_size=16, max_lr=0.0123, epoch_mode=epoch_mode)
     first = train_model(module, variables, "network", x, y, xt, yt, cfg, 0)
@@ -126,9 +109,9 @@ def test_epoch_program_traces_once_across_epochs_and_runs(data, mlp, epoch_mode)
 
 
 @pytest.mark.parametrize("epoch_mode", ["scan", "loop"])
-def test_huge_learning_rate_is_reported_as_diverged(data, mlp, epoch_mode):
-    module, variables = mlp
-    x, y, xt, yt = data
+def test_huge_learning_rate_is_reported_as_diverged(train_data, train_mlp, epoch_mode):
+    module, variables = train_mlp
+    x, y, xt, yt = train_data
     cfg = TrainConfig(
         epochs=3, batch_size=16, max_lr=1e30, lr_schedule="fixed", epoch_mode=epoch_mode
     )
@@ -138,7 +121,7 @@ def test_huge_learning_rate_is_reported_as_diverged(data, mlp, epoch_mode):
     assert all(np.all(np.isfinite(leaf)) for leaf in jax.tree_util.tree_leaves(result.params))
 
 
-def test_loop_and_scan_epochs_agree_on_tiny_lenet(data):
+def test_loop_and_scan_epochs_agree_on_tiny_lenet(train_data):
     """Same keys, same numbers whether an epoch is one scan or a loop of donated steps.
 
     The two modes also differentiate the convolutions differently (hand-written rules under
@@ -147,7 +130,7 @@ def test_loop_and_scan_epochs_agree_on_tiny_lenet(data):
     """
     module = build_model({"name": "lenet", "conv_features": (2, 4), "dense_features": (8, 4)})
     variables = init_variables(module, 0, (8, 8, 3))
-    x, y, xt, yt = data
+    x, y, xt, yt = train_data
     assert train_mod.resolve_epoch_mode("auto", variables["params"]) == "scan"
     scan = TrainConfig(epochs=2, batch_size=16, max_lr=0.2, epoch_mode="scan")
     loop = TrainConfig(epochs=2, batch_size=16, max_lr=0.2, epoch_mode="loop")
@@ -169,12 +152,12 @@ def test_loop_and_scan_epochs_agree_on_tiny_lenet(data):
     assert not any(leaf.is_deleted() for leaf in jax.tree_util.tree_leaves(variables))
 
 
-def test_a_task_that_is_not_alive_is_left_unchanged(data, mlp):
+def test_a_task_that_is_not_alive_is_left_unchanged(train_data, train_mlp):
     """Once a task's epoch was non-finite, later epochs keep its state (vmapped sweeps)."""
     from linearized_kedro.core.train import Anchor, EpochProgram, TaskData, TrainState, run_epoch
 
-    module, variables = mlp
-    x, y, xt, yt = data
+    module, variables = train_mlp
+    x, y, xt, yt = train_data
     cfg = TrainConfig(epochs=2, batch_size=16)
     program = EpochProgram(module, "network", cfg, 37, 21, "scan")
     state = TrainState.create(variables["params"], {}, program.optimizer())

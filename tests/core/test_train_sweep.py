@@ -11,23 +11,7 @@ from linearized_kedro.core.models import build_model, init_variables
 from linearized_kedro.core.train import TrainConfig, train_model, train_sweep
 from linearized_kedro.core.train.epoch import TRACES
 
-MLP = {"name": "mlp", "features": (8, 8)}
 LENET = {"name": "lenet", "conv_features": (2, 3), "dense_features": (4,)}
-
-
-@pytest.fixture(scope="module")
-def data():
-    """37 train (not a multiple of the batch 16) and 21 test images of 8x8x3."""
-    rng = np.random.default_rng(0)
-    x = rng.normal(size=(58, 8, 8, 3)).astype(np.float32)
-    y = (x[:, :4, :4, 0].mean(axis=(1, 2)) > 0).astype(np.float32)
-    return x[:37], y[:37], x[37:], y[37:]
-
-
-@pytest.fixture(scope="module")
-def mlp():
-    module = build_model(MLP)
-    return module, init_variables(module, 0, (8, 8, 3))
 
 
 def _tasks(y, yt):
@@ -50,10 +34,10 @@ def _programs(cfg):
     return {program for (_, program), n in TRACES.items() if program.cfg == cfg}
 
 
-def test_sweep_strategies_agree_with_sequential(data, mlp):
+def test_sweep_strategies_agree_with_sequential(train_data, train_mlp):
     """vmap (scan epochs) and chunked (loop epochs) sweeps == tasks one at a time."""
-    module, variables = mlp
-    x, y, xt, yt = data
+    module, variables = train_mlp
+    x, y, xt, yt = train_data
     ys, yts = _tasks(y, yt)
     cfg = TrainConfig(epochs=2, batch_size=16, max_lr=0.2)
     loop = cfg.replace(epoch_mode="loop")
@@ -72,11 +56,11 @@ def test_sweep_strategies_agree_with_sequential(data, mlp):
     assert train_mod.resolve_strategy("auto", variables["params"]) == "sequential"  # CPU
 
 
-def test_shared_key_draws_one_batch_order_for_all_vmapped_tasks(data):
+def test_shared_key_draws_one_batch_order_for_all_vmapped_tasks(train_data):
     """The eigenfunction sweeps' case: one key for every task (docs/methods.md §3.2)."""
     module = build_model(LENET)
     variables = init_variables(module, 0, (8, 8, 3))
-    x, y, xt, yt = data
+    x, y, xt, yt = train_data
     ys, yts = _tasks(y, yt)
     cfg = TrainConfig(epochs=2, batch_size=16, max_lr=0.3, momentum=0.5)
     args = (module, variables, "linear", x, ys, xt, yts, cfg)
@@ -92,9 +76,9 @@ def test_shared_key_draws_one_batch_order_for_all_vmapped_tasks(data):
     assert any(p.vmapped and not p.shared_order for p in _programs(cfg))
 
 
-def test_auto_strategy_on_cpu_vmaps_only_where_measured_faster(mlp):
+def test_auto_strategy_on_cpu_vmaps_only_where_measured_faster(train_mlp):
     lenet_params = init_variables(build_model(LENET), 0, (8, 8, 3))["params"]
-    mlp_params = mlp[1]["params"]
+    mlp_params = train_mlp[1]["params"]
     resolve = train_mod.resolve_strategy
     assert resolve("auto", mlp_params, kind="network", shared_order=True) == "vmap"
     assert resolve("auto", lenet_params, kind="linear", shared_order=True) == "vmap"
@@ -107,10 +91,10 @@ def test_auto_strategy_on_cpu_vmaps_only_where_measured_faster(mlp):
         resolve("pmap", mlp_params)
 
 
-def test_tasks_with_their_own_inputs(data, mlp):
+def test_tasks_with_their_own_inputs(train_data, train_mlp):
     """The NAD experiments' case: every task has its own dataset (docs/methods.md §3.4)."""
-    module, variables = mlp
-    x, y, xt, yt = data
+    module, variables = train_mlp
+    x, y, xt, yt = train_data
     rng = np.random.default_rng(1)
     xs = np.stack([x, x[::-1], rng.normal(size=x.shape).astype(np.float32)])
     xts = np.stack([xt, xt[::-1], rng.normal(size=xt.shape).astype(np.float32)])
@@ -135,10 +119,10 @@ def test_tasks_with_their_own_inputs(data, mlp):
         train_sweep(module, variables, "network", xs, ys, xt, yts, cfg, [4] * 3)
 
 
-def test_a_diverged_vmapped_task_keeps_its_last_finite_state(data, mlp):
+def test_a_diverged_vmapped_task_keeps_its_last_finite_state(train_data, train_mlp):
     """Task 1's inputs overflow the loss; it stops, the others are unaffected."""
-    module, variables = mlp
-    x, y, xt, yt = data
+    module, variables = train_mlp
+    x, y, xt, yt = train_data
     xs = np.stack([x, x * 1e30, -x])
     xts = np.stack([xt, xt, -xt])
     ys, yts = np.stack([y, y, y]), np.stack([yt, yt, yt])
@@ -160,9 +144,9 @@ def test_a_diverged_vmapped_task_keeps_its_last_finite_state(data, mlp):
         _assert_results_close(single, vmap[t])
 
 
-def test_determinism_and_key_dependence(data, mlp):
-    module, variables = mlp
-    x, y, xt, yt = data
+def test_determinism_and_key_dependence(train_data, train_mlp):
+    module, variables = train_mlp
+    x, y, xt, yt = train_data
     cfg = TrainConfig(epochs=1, batch_size=16)
     a = train_model(module, variables, "network", x, y, xt, yt, cfg, 5)
     b = train_model(module, variables, "network", x, y, xt, yt, cfg, jax.random.key(5))
@@ -176,10 +160,10 @@ def test_determinism_and_key_dependence(data, mlp):
     )
 
 
-def test_resnet_batchnorm_updates_for_network_and_is_frozen_for_linear(data):
+def test_resnet_batchnorm_updates_for_network_and_is_frozen_for_linear(train_data):
     module = build_model({"name": "resnet18", "stage_sizes": (1,), "num_filters": 4})
     variables = init_variables(module, 0, (8, 8, 3))
-    x, y, xt, yt = data
+    x, y, xt, yt = train_data
     cfg = TrainConfig(epochs=1, batch_size=16)
     stats0 = jax.tree_util.tree_leaves(variables["batch_stats"])
     net = train_model(module, variables, "network", x[:20], y[:20], xt[:5], yt[:5], cfg, 0)
@@ -195,9 +179,9 @@ def test_resnet_batchnorm_updates_for_network_and_is_frozen_for_linear(data):
     assert lin.history["param_distance"][0] > 0
 
 
-def test_linear_diff_starts_at_zero_output_from_linearization_point(data, mlp):
-    module, variables = mlp
-    x, y, xt, yt = data
+def test_linear_diff_starts_at_zero_output_from_linearization_point(train_data, train_mlp):
+    module, variables = train_mlp
+    x, y, xt, yt = train_data
     point = {"params": jax.tree_util.tree_map(lambda a: a * 1.1, variables["params"])}
     cfg = TrainConfig(epochs=1, batch_size=16, max_lr=1e-12, lr_schedule="fixed")
     result = train_model(
@@ -211,9 +195,9 @@ def test_linear_diff_starts_at_zero_output_from_linearization_point(data, mlp):
     assert abs(lin.history["test_loss"][0] - np.log(2.0)) > 1e-3
 
 
-def test_bad_inputs_raise_clear_errors(data, mlp):
-    module, variables = mlp
-    x, y, xt, yt = data
+def test_bad_inputs_raise_clear_errors(train_data, train_mlp):
+    module, variables = train_mlp
+    x, y, xt, yt = train_data
     cfg = TrainConfig(epochs=1)
     with pytest.raises(ValueError, match="Valid kinds"):
         train_model(module, variables, "kernel", x, y, xt, yt, cfg, 0)

@@ -12,6 +12,7 @@ from linearized_kedro.core.config import ConfigError, from_mapping
 from linearized_kedro.experiments import results
 from linearized_kedro.experiments.eigen_tasks import (
     EigenTasksConfig,
+    StoredSpectrum,
     check_spectrum_matches,
     merge_partition_tables,
     network_alignment,
@@ -22,7 +23,7 @@ from linearized_kedro.experiments.pretrained import PretrainedConfig, compare_ke
 
 @pytest.fixture(scope="module")
 def spectrum():
-    return fake_spectrum()
+    return StoredSpectrum(**fake_spectrum())
 
 
 def _config(**changes) -> EigenTasksConfig:
@@ -34,42 +35,30 @@ def _config(**changes) -> EigenTasksConfig:
 
 def _train(spectrum, config):
     return train_eigen_tasks(
-        spectrum["prepared_inputs"],
-        N_TRAIN,
-        spectrum["ntk_eigenvalues"],
-        spectrum["ntk_eigenvectors"],
-        spectrum["ntk_init_params"],
-        MLP,
-        config,
-        seed=42,
-        dataset="synthetic",
+        *spectrum.experiment_inputs(), MLP, config, seed=42, dataset=spectrum.dataset
     )
 
 
 def _align(spectrum, trained, config):
-    return network_alignment(
-        spectrum["prepared_inputs"],
-        N_TRAIN,
-        spectrum["ntk_eigenvalues"],
-        spectrum["ntk_eigenvectors"],
-        spectrum["ntk_init_params"],
-        trained,
-        MLP,
-        config,
-    )
+    return network_alignment(*spectrum.experiment_inputs(), trained, MLP, config)
 
 
 def _check(spectrum, **changes):
     args = {
-        "ntk_report": spectrum["ntk_report"],
-        "spectrum_sample_index": spectrum["ntk_sample_index"],
-        "sample_index": spectrum["prepared_sample_index"],
+        "ntk_report": spectrum.ntk_report,
+        "spectrum_sample_index": spectrum.ntk_sample_index,
+        "sample_index": spectrum.prepared_sample_index,
         "model_cfg": MLP,
-        "data_report": spectrum["data_report"],
-        "variables0": spectrum["ntk_init_params"],
+        "data_report": spectrum.data_report,
+        "variables0": spectrum.ntk_init_params,
     }
     args.update(changes)
     check_spectrum_matches(**args)
+
+
+def _squared_distance(a, b) -> float:
+    leaves = zip(jax.tree_util.tree_leaves(a), jax.tree_util.tree_leaves(b), strict=True)
+    return sum(float(np.sum((x - y) ** 2)) for x, y in leaves)
 
 
 def test_table_follows_the_schema_and_labels(spectrum):
@@ -77,7 +66,7 @@ def test_table_follows_the_schema_and_labels(spectrum):
     table = out.table
     assert list(table.columns) == list(results.COLUMNS)
     assert len(table) == 4 and set(table["kind"]) == {"network", "linear"}
-    labels = (spectrum["ntk_eigenvectors"][3] > 0).astype(float)
+    labels = (spectrum.ntk_eigenvectors[3] > 0).astype(float)
     row = table[(table.task_value == 3) & (table.kind == "linear")].iloc[0]
     assert row["positive_fraction_train"] == pytest.approx(labels[:N_TRAIN].mean())
     test_positive = labels[N_TRAIN:].mean()
@@ -91,7 +80,7 @@ def test_table_follows_the_schema_and_labels(spectrum):
     assert _align(spectrum, out.params, _config(alignment=False))["runs"] == {}
     # Negative control: another index gives other labels, hence another class balance.
     other = table[(table.task_value == 0) & (table.kind == "linear")].iloc[0]
-    labels0 = (spectrum["ntk_eigenvectors"][0] > 0).astype(float)
+    labels0 = (spectrum.ntk_eigenvectors[0] > 0).astype(float)
     assert other["positive_fraction_train"] == pytest.approx(labels0[:N_TRAIN].mean())
     assert labels0[:N_TRAIN].mean() != labels[:N_TRAIN].mean()
 
@@ -112,11 +101,14 @@ def test_config_errors_name_the_key():
 
 def test_spectrum_checks(spectrum):
     _check(spectrum)  # consistent: accepted
+    assert spectrum.check(MLP) is spectrum
+    with pytest.raises(ValueError, match="computed for model config"):
+        spectrum.check({**MLP, "features": [8]})
     with pytest.raises(ValueError, match="computed for model config"):
         _check(spectrum, model_cfg={**MLP, "activation": "gelu"})
     with pytest.raises(ValueError, match="different samples"):
-        _check(spectrum, sample_index=spectrum["prepared_sample_index"][::-1])
-    shifted = jax.tree_util.tree_map(lambda a: a + 1.0, spectrum["ntk_init_params"])
+        _check(spectrum, sample_index=spectrum.prepared_sample_index[::-1])
+    shifted = jax.tree_util.tree_map(lambda a: a + 1.0, spectrum.ntk_init_params)
     with pytest.raises(ValueError, match="not the θ0 whose NTK was decomposed"):
         _check(spectrum, variables0=shifted)
 
@@ -151,15 +143,7 @@ def test_merge_partitions_restores_the_whole_table(spectrum):
 def test_pretrained_comparison_three_models(spectrum):
     config = from_mapping(PretrainedConfig, {"label_idx": 1, "progress": False, "train": TRAIN})
     out = compare_kernels(
-        spectrum["prepared_inputs"],
-        N_TRAIN,
-        spectrum["ntk_eigenvalues"],
-        spectrum["ntk_eigenvectors"],
-        spectrum["ntk_init_params"],
-        MLP,
-        config,
-        seed=42,
-        dataset="synthetic",
+        *spectrum.experiment_inputs(), MLP, config, seed=42, dataset=spectrum.dataset
     )
     table = out.table
     assert set(table["kind"]) == {"network", "linear_init", "linear_pretrained"}
@@ -168,17 +152,16 @@ def test_pretrained_comparison_three_models(spectrum):
     # the pretrained kernel's model starts from the network's end point, not from θ0.
     pretrained = out.params["linear_pretrained_1"]["params"]
     network = out.params["network_1"]["params"]
-    init = spectrum["ntk_init_params"]["params"]
-    dist_to_net = sum(
-        float(np.sum((a - b) ** 2))
-        for a, b in zip(
-            jax.tree_util.tree_leaves(pretrained), jax.tree_util.tree_leaves(network), strict=True
-        )
-    )
-    dist_to_init = sum(
-        float(np.sum((a - b) ** 2))
-        for a, b in zip(
-            jax.tree_util.tree_leaves(pretrained), jax.tree_util.tree_leaves(init), strict=True
-        )
-    )
+    init = spectrum.ntk_init_params["params"]
+    dist_to_net = _squared_distance(pretrained, network)
+    dist_to_init = _squared_distance(pretrained, init)
     assert dist_to_net < dist_to_init
+
+
+def test_stored_spectrum_node_inputs_are_catalog_names():
+    inputs = StoredSpectrum.node_inputs("seed", trained="eigen_training_trained_params")
+    assert inputs["ntk_eigenvectors"] == "ntk_eigenvectors"
+    assert inputs["seed"] == "params:seed"
+    assert inputs["trained"] == "eigen_training_trained_params"
+    # Every field of the bundle (and nothing else) is wired by name.
+    assert set(inputs) - {"seed", "trained"} == set(fake_spectrum())

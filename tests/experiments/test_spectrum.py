@@ -130,8 +130,9 @@ def test_interrupted_run_resumes_with_identical_result(tmp_path):
     key = full.report["gram_fingerprint"]
     assert key and len(factory(key).keys()) == 6
     store = factory(key)
-    for tile_key in store.keys()[2:]:  # as if killed after two tiles
-        (store.directory / f"tile_{tile_key[0]}_{tile_key[1]}.npy").unlink()
+    for i, j in store.keys()[2:]:  # as if killed after two tiles
+        for path in store.directory.glob(f"tile_{i}_{j}.*npy"):  # tile_<i>_<j>[.<digest>].npy
+            path.unlink()
     written = []
 
     class Recording:

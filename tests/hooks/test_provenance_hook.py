@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from conftest import copy_project, run_kedro
+from conftest import copy_project, kedro_run
 from hook_harness import DOWN, UP, project_hooks, run
 
 from linearized_kedro.datasets.metadata import read_sidecar
@@ -55,11 +55,7 @@ def test_record_outside_a_run_plan_still_names_the_node(tmp_path):
 def test_parallel_runner_sidecars_carry_the_runs_settings(tmp_path):
     """~15 s: a real `kedro run --runner ParallelRunner` of the data pipeline (spawned workers)."""
     project = copy_project(tmp_path / "project")
-    run_kedro(
-        project,
-        *("run", "--env", "test", "--pipelines", "data", "--runner", "ParallelRunner"),
-        *("--params", "model=mlp,data.dataset=digits,seed=7"),
-    )
+    kedro_run(project, "data", "model=mlp,data.dataset=digits,seed=7", "--runner", "ParallelRunner")
     sidecars = [
         p for p in sorted((project / "data").rglob("*.meta.json")) if ".runs" not in p.parts
     ]

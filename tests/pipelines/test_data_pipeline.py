@@ -45,6 +45,19 @@ def cifar_root(tmp_path_factory):
     return root, sums
 
 
+@pytest.fixture(scope="module")
+def cifar_raw(cifar_root):
+    """The generated CIFAR-10 files as ``raw_images`` loads them."""
+    root, sums = cifar_root
+    return RawImageDataset(
+        dataset="cifar10", root=str(root), download="never", checksums=sums
+    ).load()
+
+
+def _prepare(raw, **changes):
+    return prepare(raw, from_mapping(DataConfig, {**DATA_PARAMS, **changes}))
+
+
 def test_cifar_from_official_files(cifar_root):
     root, sums = cifar_root
     raw = RawImageDataset(dataset="cifar10", root=str(root), download="never", checksums=sums)
@@ -89,51 +102,44 @@ def test_digits_full_split():
     np.testing.assert_allclose(x[:1437].astype(np.float64).std(), 1, atol=1e-5)
 
 
-def test_too_many_training_samples(cifar_root):
-    root, sums = cifar_root
-    raw = RawImageDataset(
-        dataset="cifar10", root=str(root), download="never", checksums=sums
-    ).load()
+def test_too_many_training_samples(cifar_raw):
     with pytest.raises(ValueError, match="num_train=500 is larger than the 100 train samples"):
-        prepare(raw, from_mapping(DataConfig, {**DATA_PARAMS, "num_train": 500}))
+        _prepare(cifar_raw, num_train=500)
 
 
-def test_dataset_mismatch_and_unknown_keys(cifar_root):
-    root, sums = cifar_root
-    raw = RawImageDataset(
-        dataset="cifar10", root=str(root), download="never", checksums=sums
-    ).load()
+def test_dataset_mismatch_and_unknown_keys(cifar_raw):
     with pytest.raises(ValueError, match="--params data.dataset=mnist"):
-        prepare(raw, from_mapping(DataConfig, {**DATA_PARAMS, "dataset": "mnist"}))
+        _prepare(cifar_raw, dataset="mnist")
     with pytest.raises(ConfigError, match="Unknown key\\(s\\) data.nmu_train"):
         from_mapping(DataConfig, {"nmu_train": 3})
 
 
-def test_full_split_with_minus_one(cifar_root):
-    root, sums = cifar_root
-    raw = RawImageDataset(
-        dataset="cifar10", root=str(root), download="never", checksums=sums
-    ).load()
-    x, y, idx, report = prepare(
-        raw, from_mapping(DataConfig, {**DATA_PARAMS, "num_train": -1, "num_test": -1})
-    )
+def test_full_split_with_minus_one(cifar_raw):
+    x, y, idx, report = _prepare(cifar_raw, num_train=-1, num_test=-1)
     np.testing.assert_array_equal(idx, np.arange(150))
     assert report["num_train"] == 100 and x.shape[0] == 150
 
 
-def test_catalog_entries_follow_runtime_dataset(tmp_path):
+def _catalog_for(dataset: str) -> DataCatalog:
+    """The project's base catalog with ``--params data.dataset=<dataset>``."""
     from pathlib import Path
 
     from kedro.config import OmegaConfigLoader
 
-    conf = Path(__file__).resolve().parents[2] / "conf"
+    from linearized_kedro.settings import CONFIG_LOADER_ARGS
+
+    # The project's loader settings (its resolvers: ${oc.env:...} in globals.yml).
     loader = OmegaConfigLoader(
-        conf_source=str(conf),
-        base_env="base",
-        default_run_env="base",
-        runtime_params={"data": {"dataset": "digits"}},
+        conf_source=str(Path(__file__).resolve().parents[2] / "conf"),
+        env="base",
+        runtime_params={"data": {"dataset": dataset}},
+        **CONFIG_LOADER_ARGS,
     )
-    catalog = DataCatalog.from_config(loader["catalog"])
+    return DataCatalog.from_config(loader["catalog"])
+
+
+def test_catalog_entries_follow_runtime_dataset(tmp_path):
+    catalog = _catalog_for("digits")
     assert isinstance(catalog.get("raw_images"), RawImageDataset)
     assert catalog.get("raw_images")._dataset == "digits"
     for name in OUTPUTS:
@@ -141,11 +147,4 @@ def test_catalog_entries_follow_runtime_dataset(tmp_path):
         assert path.endswith(f"digits/{name}.{'json' if name == 'data_report' else 'npy'}")
         assert catalog.get(name)._version is not None  # versioned
     # Negative control: another dataset on the command line gives other paths.
-    other = OmegaConfigLoader(
-        conf_source=str(conf),
-        base_env="base",
-        default_run_env="base",
-        runtime_params={"data": {"dataset": "mnist"}},
-    )
-    other_catalog = DataCatalog.from_config(other["catalog"])
-    assert "/mnist/" in str(other_catalog.get("prepared_inputs")._filepath)
+    assert "/mnist/" in str(_catalog_for("mnist").get("prepared_inputs")._filepath)

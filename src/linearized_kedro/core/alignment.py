@@ -161,8 +161,10 @@ def kernel_alignment(
     Returns:
         ``all``, ``train``, ``test``: (k,) float64 quotients a_s(i) (module docstring);
         ``*_normalized``: the same divided by tr Θ / N (the *whole* kernel's mean diagonal,
-        as in the first wave; :func:`split_quotients` normalises each split by its own);
-        ``trace`` = tr Θ = Σ_n ‖∇f(x_n)‖², ``trace_train``, ``trace_test``: 0-d float64.
+        as in the first wave); ``train_split_normalized``, ``test_split_normalized``:
+        q_s(i) = a_s(i) / (tr Θ[s, s] / n_s), each split by its own trace (the quotients
+        of the alignment artifact); ``trace`` = tr Θ = Σ_n ‖∇f(x_n)‖², ``trace_train``,
+        ``trace_test``: 0-d float64.
     """
     x = np.asarray(x)
     eigvecs = np.asarray(eigvecs)
@@ -230,33 +232,28 @@ def kernel_alignment(
         out[name] = np.concatenate(sq[name]) / denoms[name]
     for name in ("all", "train", "test"):
         out[f"{name}_normalized"] = out[name] / (traces["all"] / n)
+    sizes = {"train": train_idx.size, "test": test_idx.size}
+    for name in SPLITS:
+        out[f"{name}_split_normalized"] = out[name] / (traces[name] / sizes[name])
     out["trace"] = np.asarray(traces["all"], np.float64)
     for name in SPLITS:
         out[f"trace_{name}"] = np.asarray(traces[name], np.float64)
     return out
 
 
-def split_quotients(
-    module: nn.Module,
-    variables: Mapping[str, Any],
-    x: np.ndarray,
-    eigvecs: np.ndarray,
-    train_idx: np.ndarray,
-    test_idx: np.ndarray,
-    **kwargs: Any,
-) -> dict[str, np.ndarray]:
+def split_quotients(*args: Any, **kwargs: Any) -> dict[str, np.ndarray]:
     """Trace-normalised Rayleigh quotients q_s(i) of the kernel at ``variables`` per split.
 
     Args:
-        module, variables, x, eigvecs, train_idx, test_idx: as for :func:`kernel_alignment`.
-        **kwargs: ``chunk``, ``batch_size``, ``memory_bytes`` of :func:`kernel_alignment`.
+        *args, **kwargs: as for :func:`kernel_alignment` (module, variables, x, eigvecs,
+            train_idx, test_idx; ``chunk``, ``batch_size``, ``memory_bytes``).
 
     Returns:
-        ``{"train": (k,), "test": (k,)}`` float64: a_s(i) / (tr Θ[s, s] / n_s).
+        ``{"train": (k,), "test": (k,)}`` float64: a_s(i) / (tr Θ[s, s] / n_s), the
+        ``*_split_normalized`` entries of :func:`kernel_alignment`.
     """
-    raw = kernel_alignment(module, variables, x, eigvecs, train_idx, test_idx, **kwargs)
-    sizes = {"train": np.size(train_idx), "test": np.size(test_idx)}
-    return {s: raw[s] / (float(raw[f"trace_{s}"]) / sizes[s]) for s in SPLITS}
+    raw = kernel_alignment(*args, **kwargs)
+    return {s: raw[f"{s}_split_normalized"] for s in SPLITS}
 
 
 def quotients_from_gram(gram: np.ndarray, eigvecs: np.ndarray, idx: Any) -> np.ndarray:

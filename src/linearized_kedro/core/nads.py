@@ -316,11 +316,8 @@ def compute_nads(
     params: Any,
     points: jax.Array,
     *,
-    memory_budget_bytes: int = DEFAULT_MEMORY_BUDGET_BYTES,
-    chunk_size: int | None = None,
-    method: str = "auto",
     zero_rtol: float = ZERO_RTOL,
-    progress: bool = False,
+    **gram_options: Any,
 ) -> NADResult:
     """All D NADs of f at θ, averaged over the points (docs/methods.md §3.3).
 
@@ -328,21 +325,14 @@ def compute_nads(
         f: f(params, x (B, H, W, C)) -> (B,), e.g. ``models.scalar_apply(module, state)``.
         params: θ0 (pytree).
         points: (B, H, W, C) evaluation points (``nad_points``).
-        memory_budget_bytes, chunk_size, method, progress: see ``nad_gram``.
         zero_rtol: see ``nads_from_gram``.
+        **gram_options: ``memory_budget_bytes``, ``chunk_size``, ``method``,
+            ``progress``: see ``nad_gram``.
 
     Returns:
         A ``NADResult`` with (D, D) NADs, (D,) eigenvalues, residuals and timings.
     """
-    gram, used, timings = nad_gram(
-        f,
-        params,
-        points,
-        memory_budget_bytes=memory_budget_bytes,
-        chunk_size=chunk_size,
-        method=method,
-        progress=progress,
-    )
+    gram, used, timings = nad_gram(f, params, points, **gram_options)
     start = time.perf_counter()
     nads, values, residuals, num_zero = nads_from_gram(gram, zero_rtol)
     timings["eigh"] = time.perf_counter() - start

@@ -41,12 +41,8 @@ class NumpyDataset(ArtifactDataset):
     provenance and the array's shape and dtype (see
     :class:`~linearized_kedro.datasets.base.ArtifactDataset`).
 
-    Example catalog entry::
-
-        data.prepared_inputs:
-          type: linearized_kedro.datasets.NumpyDataset
-          filepath: data/05_model_input/cifar10/prepared_inputs.npy
-          versioned: true
+    In ``conf/base/catalog.yml``: the prepared data (``"prepared_{name}"``), the
+    spectrum (``"ntk_{name}"``) and the NADs (``"nads_{name}"``).
     """
 
     FORMAT = "npy"

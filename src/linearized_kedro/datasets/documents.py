@@ -27,12 +27,8 @@ class JSONDataset(ArtifactDataset):
     ``save_args`` go to ``json.dump`` (default ``indent: 2``); ``load_args`` to
     ``json.loads``.
 
-    Example catalog entry::
-
-        ntk_spectrum.report:
-          type: linearized_kedro.datasets.JSONDataset
-          filepath: data/07_model_output/ntk_spectrum/digits/mlp/report.json
-          versioned: true
+    In ``conf/base/catalog.yml``: the reports (``"{name}_report"``), the training
+    histories (``"{name}_histories"``) and the kernel alignment.
     """
 
     FORMAT = "json"
@@ -75,12 +71,8 @@ class CSVDataset(ArtifactDataset):
     """A pandas table as CSV: ``save_args`` to ``DataFrame.to_csv`` (default ``index: False``),
     ``load_args`` to ``pandas.read_csv``.
 
-    Example catalog entry::
-
-        eigen_training.results:
-          type: linearized_kedro.datasets.CSVDataset
-          filepath: data/07_model_output/eigen_training/digits/mlp/results.csv
-          versioned: true
+    In ``conf/base/catalog.yml``: the results tables (``"{name}_results"``, the schema of
+    ``experiments.results``).
     """
 
     FORMAT = "csv"

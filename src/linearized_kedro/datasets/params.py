@@ -65,6 +65,11 @@ def tree_shapes(tree: Mapping[str, Any], path: str = "") -> dict[str, list[int]]
     return shapes
 
 
+def _count(shapes: Mapping[str, list[int]]) -> int:
+    """The number of scalars in leaves of these shapes."""
+    return int(sum(int(np.prod(shape)) for shape in shapes.values()))
+
+
 class FlaxParamsDataset(ArtifactDataset):
     """Loads and saves a Flax variables tree (``{'params':..., 'batch_stats':...}``).
 
@@ -75,12 +80,8 @@ class FlaxParamsDataset(ArtifactDataset):
     :class:`~linearized_kedro.datasets.base.ArtifactDataset`). θ0 identical to a
     stored version is stored as a hard link to it.
 
-    Example catalog entry::
-
-        ntk_spectrum.init_params:
-          type: linearized_kedro.datasets.FlaxParamsDataset
-          filepath: data/06_models/ntk_spectrum/cifar10/lenet/init_params.msgpack
-          versioned: true
+    In ``conf/base/catalog.yml``: θ0 (``"{name}_init_params"``) and the trained models
+    (``"{name}_trained_params"``).
     """
 
     FORMAT = "flax-msgpack"
@@ -91,7 +92,7 @@ class FlaxParamsDataset(ArtifactDataset):
         params = tree.get("params", tree)
         return {
             "collections": sorted(tree),
-            "num_params": int(sum(int(np.prod(s)) for s in tree_shapes(params).values())),
+            "num_params": _count(tree_shapes(params)),
             "shapes": tree_shapes(tree),
         }
 
@@ -108,9 +109,5 @@ class FlaxParamsDataset(ArtifactDataset):
         """Leaf shapes and the parameter count, for Kedro-Viz."""
         tree = self.load()
         shapes = tree_shapes(tree)
-        info = {
-            "num_leaves": len(shapes),
-            "num_params": int(sum(int(np.prod(s)) for s in shapes.values())),
-            "shapes": shapes,
-        }
+        info = {"num_leaves": len(shapes), "num_params": _count(shapes), "shapes": shapes}
         return JSONPreview(json.dumps(info))

@@ -29,13 +29,8 @@ class FigureDataset(ArtifactDataset):
     ``save_args`` go to ``Figure.savefig`` (e.g. ``dpi: 120``). ``load()`` returns
     the file's bytes.
 
-    Example catalog entry::
-
-        ntk_spectrum.spectrum_plot:
-          type: linearized_kedro.datasets.FigureDataset
-          filepath: data/08_reporting/ntk_spectrum/digits/mlp/spectrum.png
-          versioned: true
-          save_args: {dpi: 120}
+    In ``conf/base/catalog.yml``: every paper-style figure (``"{name}_plot"``, PNG at
+    ``save_args: {dpi: 120}``).
     """
 
     FORMAT = "figure"

@@ -16,12 +16,7 @@ import numpy as np
 
 from linearized_kedro.core.config import Config, ConfigError
 from linearized_kedro.core.data import binary_labels, stratified_subset
-from linearized_kedro.core.models import (
-    build_model,
-    count_params,
-    init_variables,
-    model_config,
-)
+from linearized_kedro.core.models import build_model, count_params, init_variables, model_config
 from linearized_kedro.core.train import TrainConfig, train_model
 from linearized_kedro.experiments import results
 from linearized_kedro.experiments.common import check_seed, model_kinds, training_progress
@@ -149,8 +144,7 @@ def train_cifar2(
         seed=seed,
         train=asdict(config.train),
     )
-    out = results.TaskResults(table=None)
-    rows = []
+    recorder = results.ResultsRecorder(settings, keep_params=False)
     for size in sizes:
         chosen = stratified_subset(classes[:num_train], size, subset_seed)
         for kind in model_kinds(config.linearize):
@@ -168,22 +162,8 @@ def train_cifar2(
                 progress=progress,
                 task_label=f"n={size}",
             )
-            rows.append(
-                results.task_row(
-                    settings,
-                    kind=kind,
-                    task_value=size,
-                    labels_train=y[chosen],
-                    labels_test=test_y,
-                    final=result.final,
-                    diverged=result.diverged,
-                )
-            )
-            name = results.run_name(kind, size)
-            out.histories[name] = {m: np.asarray(v).tolist() for m, v in result.history.items()}
-            if result.diverged:
-                logger.error("cifar2: %s diverged (NaN/Inf loss); reported as failed.", name)
-    out.table = results.results_table(rows)
+            recorder.add(kind, size, result, y[chosen], test_y)
+    out = recorder.finish()
     out.extras["report"] = {
         "dataset": dataset,
         "model_config": cfg_model.to_dict(),

@@ -52,6 +52,50 @@ def index_list(label_idx: Any, key: str = "label_idx") -> tuple[int, ...]:
     return tuple(sorted(set(out)))
 
 
+class TaskSelection:
+    """The tasks and model kinds a training experiment's config selects.
+
+    A mixin for a ``Config`` with a ``label_idx`` field and optionally a ``linearize``
+    field; errors name ``<SECTION>.label_idx`` and ``<SECTION>.linearize``.
+    """
+
+    @property
+    def indices(self) -> tuple[int, ...]:
+        """The task indices, sorted and distinct."""
+        return index_list(self.label_idx, f"{self.SECTION}.label_idx")
+
+    @property
+    def kinds(self) -> tuple[str, ...]:
+        """The model kinds trained on every task."""
+        return model_kinds(self.linearize, f"{self.SECTION}.linearize")
+
+    def check_selection(self) -> None:
+        """A ConfigError for a bad ``label_idx`` (or ``linearize``), naming the key."""
+        _ = self.indices
+        if hasattr(self, "linearize"):
+            _ = self.kinds
+
+
+def check_indices_below(
+    indices: Sequence[int], bound: int, key: str, where: str, fix: str = ""
+) -> None:
+    """Raises a ConfigError naming the indices of ``key`` that are ``>= bound``.
+
+    Args:
+        indices: the requested indices.
+        bound: the number of available tasks (eigenvectors, NADs).
+        key: the parameter, e.g. ``eigen_training.label_idx``.
+        where: what sets the bound, e.g. ``the spectrum has k=20 eigenvectors``.
+        fix: how to fix it.
+    """
+    too_big = [j for j in indices if j >= bound]
+    if too_big:
+        raise ConfigError(
+            f"{key} {too_big} out of range: must be < {bound} ({where}, indices "
+            f"0..{bound - 1}). {fix}".rstrip()
+        )
+
+
 def with_shortcuts(config: Any, label_idx: Any = None, linearize: Any = None) -> Any:
     """``config`` with the top-level ``label_idx`` / ``linearize`` shortcuts applied.
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import re
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any, ClassVar, Literal
 
 import jax
@@ -28,9 +28,9 @@ from linearized_kedro.core.tasks import binarize_eigenfunction
 from linearized_kedro.core.train import TrainConfig, train_sweep
 from linearized_kedro.experiments import results
 from linearized_kedro.experiments.common import (
+    TaskSelection,
+    check_indices_below,
     check_seed,
-    index_list,
-    model_kinds,
     training_progress,
 )
 
@@ -38,7 +38,7 @@ logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
-class EigenTasksConfig(Config):
+class EigenTasksConfig(TaskSelection, Config):
     """``eigen_training:`` parameters (``conf/base/parameters_eigen_training.yml``).
 
     Attributes:
@@ -64,8 +64,7 @@ class EigenTasksConfig(Config):
     train: TrainConfig = field(default_factory=TrainConfig)
 
     def validate(self) -> None:
-        index_list(self.label_idx, f"{self.SECTION}.label_idx")
-        model_kinds(self.linearize, f"{self.SECTION}.linearize")
+        self.check_selection()
         if self.num_partitions < 1:
             raise ConfigError(f"{self.SECTION}.num_partitions must be >= 1.")
         if self.partition is not None and not 0 <= self.partition < self.num_partitions:
@@ -73,14 +72,6 @@ class EigenTasksConfig(Config):
                 f"{self.SECTION}.partition must be in 0..{self.num_partitions - 1} "
                 f"(num_partitions={self.num_partitions}); got {self.partition}."
             )
-
-    @property
-    def indices(self) -> tuple[int, ...]:
-        return index_list(self.label_idx, f"{self.SECTION}.label_idx")
-
-    @property
-    def kinds(self) -> tuple[str, ...]:
-        return model_kinds(self.linearize, f"{self.SECTION}.linearize")
 
 
 def check_spectrum_matches(
@@ -129,9 +120,167 @@ def check_spectrum_matches(
         )
 
 
+@dataclass(frozen=True)
+class StoredSpectrum:
+    """The prepared data and the ``ntk_spectrum`` artifacts an eigenfunction experiment uses.
+
+    The field names are the catalog names: a node takes them as ``**stored_spectrum``,
+    wired with :meth:`node_inputs`.
+
+    Attributes:
+        prepared_inputs: (N, H, W, C) float32, train rows first.
+        data_report: the prepared data's report (``dataset``, ``num_train``).
+        prepared_sample_index: (N,) sample order of the prepared data.
+        ntk_eigenvalues: (k,) descending.
+        ntk_eigenvectors: (k, N) rows.
+        ntk_report: the spectrum's report (model, dataset, split, θ0 fingerprint).
+        ntk_sample_index: (N,) sample order the spectrum was computed on.
+        ntk_init_params: θ0 the spectrum was computed at.
+    """
+
+    prepared_inputs: np.ndarray
+    data_report: dict[str, Any]
+    prepared_sample_index: np.ndarray
+    ntk_eigenvalues: np.ndarray
+    ntk_eigenvectors: np.ndarray
+    ntk_report: dict[str, Any]
+    ntk_sample_index: np.ndarray
+    ntk_init_params: Any
+
+    @classmethod
+    def node_inputs(cls, *params: str, **datasets: str) -> dict[str, str]:
+        """``{argument: catalog name}`` of a node that takes ``**stored_spectrum``.
+
+        Args:
+            *params: parameter arguments, each wired to ``params:<name>``.
+            **datasets: further arguments, each wired to the named catalog entry.
+        """
+        return {
+            **{f.name: f.name for f in fields(cls)},
+            **datasets,
+            **{name: f"params:{name}" for name in params},
+        }
+
+    @property
+    def num_train(self) -> int:
+        return int(self.data_report["num_train"])
+
+    @property
+    def dataset(self) -> str:
+        return str(self.data_report["dataset"])
+
+    def check(self, model_cfg: Any) -> StoredSpectrum:
+        """Itself, once :func:`check_spectrum_matches` accepts it for ``model_cfg``."""
+        check_spectrum_matches(
+            self.ntk_report,
+            self.ntk_sample_index,
+            self.prepared_sample_index,
+            model_cfg,
+            self.data_report,
+            self.ntk_init_params,
+        )
+        return self
+
+    def experiment_inputs(self) -> tuple[np.ndarray, int, np.ndarray, np.ndarray, Any]:
+        """``(inputs, num_train, eigenvalues, eigenvectors, variables0)``: the leading
+        arguments of :func:`train_eigen_tasks`, :func:`network_alignment` and
+        ``experiments.pretrained.compare_kernels``."""
+        return (
+            self.prepared_inputs,
+            self.num_train,
+            self.ntk_eigenvalues,
+            self.ntk_eigenvectors,
+            self.ntk_init_params,
+        )
+
+
 def eigen_labels(eigenvectors: np.ndarray, indices: tuple[int, ...]) -> np.ndarray:
     """(T, N) float32 0/1 labels, one row per index (``binarize_eigenfunction``)."""
     return np.stack([binarize_eigenfunction(eigenvectors, j) for j in indices])
+
+
+@dataclass(frozen=True)
+class EigenTaskRun:
+    """What every training on the eigenfunctions of a stored spectrum starts from.
+
+    Shared by :func:`train_eigen_tasks` and ``experiments.pretrained.compare_kernels``.
+
+    Attributes:
+        indices: the eigenfunction indices j (sorted, each < k).
+        labels: (T, N) float32 0/1 labels sign(u_j), one row per index.
+        num_train: number of leading train rows.
+        train_x, test_x: (num_train, H, W, C) and (N - num_train, H, W, C) float32.
+        module: the model θ0 belongs to.
+        train_key: ``split(key(seed))[0]``, the batch order of every task.
+        settings: the results table's settings (task_axis ``eigen_index``, k).
+    """
+
+    indices: tuple[int, ...]
+    labels: np.ndarray
+    num_train: int
+    train_x: np.ndarray
+    test_x: np.ndarray
+    module: Any
+    train_key: Any
+    settings: results.RunSettings
+
+
+def eigen_task_run(
+    inputs: np.ndarray,
+    num_train: int,
+    eigenvectors: np.ndarray,
+    model_cfg: Any,
+    config: Any,
+    *,
+    seed: int,
+    dataset: str,
+) -> EigenTaskRun:
+    """Checks the requested indices against k and sets up the tasks (docs/methods.md §3.2).
+
+    Args:
+        inputs: (N, H, W, C) float32, train rows first (the samples of the spectrum).
+        num_train: number of leading train rows.
+        eigenvectors: (k, N) rows.
+        model_cfg: the model preset θ0 belongs to.
+        config: the experiment's settings (``SECTION``, ``indices``, ``train``).
+        seed: integer seed.
+        dataset: dataset name (recorded in the table).
+    """
+    seed = check_seed(seed)
+    indices = config.indices
+    k = int(np.shape(eigenvectors)[0])
+    check_indices_below(
+        indices,
+        k,
+        f"{config.SECTION}.label_idx",
+        f"the spectrum has k={k} eigenvectors",
+        "Use smaller indices or rerun ntk_spectrum with a larger ntk.num_eigvecs.",
+    )
+    cfg_model = model_config(model_cfg)
+    x = np.asarray(inputs, np.float32)
+    train_key, _ = jax.random.split(jax.random.key(seed))
+    settings = results.RunSettings(
+        experiment=config.SECTION,
+        dataset=dataset,
+        model=cfg_model.name,
+        activation=cfg_model.activation,
+        task_axis="eigen_index",
+        num_train=num_train,
+        num_test=x.shape[0] - num_train,
+        seed=seed,
+        train=asdict(config.train),
+        num_eigvecs=k,
+    )
+    return EigenTaskRun(
+        indices=indices,
+        labels=eigen_labels(eigenvectors, indices),
+        num_train=num_train,
+        train_x=x[:num_train],
+        test_x=x[num_train:],
+        module=build_model(cfg_model),
+        train_key=train_key,
+        settings=settings,
+    )
 
 
 def train_eigen_tasks(
@@ -162,48 +311,23 @@ def train_eigen_tasks(
         ``TaskResults`` with the results table (task_axis ``eigen_index``), histories and
         trained parameters (:func:`network_alignment` measures the networks' kernels).
     """
-    seed = check_seed(seed)
-    indices = config.indices
-    k = int(np.shape(eigenvectors)[0])
-    too_big = [j for j in indices if j >= k]
-    if too_big:
-        raise ConfigError(
-            f"eigen_training.label_idx {too_big} out of range: the spectrum has k={k} "
-            f"eigenvectors (indices 0..{k - 1}). Use smaller indices or rerun ntk_spectrum "
-            f"with --params ntk.num_eigvecs={max(too_big) + 1} or more."
-        )
-    cfg_model = model_config(model_cfg)
-    module = build_model(cfg_model)
-    x = np.asarray(inputs, np.float32)
-    labels = eigen_labels(eigenvectors, indices)
-    train_x, test_x = x[:num_train], x[num_train:]
-    train_key, _ = jax.random.split(jax.random.key(seed))
-    keys = jax.numpy.stack([train_key] * len(indices))
-    settings = results.RunSettings(
-        experiment="eigen_training",
-        dataset=dataset,
-        model=cfg_model.name,
-        activation=cfg_model.activation,
-        task_axis="eigen_index",
-        num_train=num_train,
-        num_test=x.shape[0] - num_train,
-        seed=seed,
-        train=asdict(config.train),
-        num_eigvecs=k,
+    run = eigen_task_run(
+        inputs, num_train, eigenvectors, model_cfg, config, seed=seed, dataset=dataset
     )
-    out = results.TaskResults(table=None)
-    rows = []
+    indices, labels = run.indices, run.labels
+    keys = jax.numpy.stack([run.train_key] * len(indices))
+    recorder = results.ResultsRecorder(run.settings)
     for kind in config.kinds:
         logger.info(
             "Training %s on eigenfunctions %s (%d epochs)", kind, indices, config.train.epochs
         )
         trained = train_sweep(
-            module,
+            run.module,
             variables0,
             kind,
-            train_x,
+            run.train_x,
             labels[:, :num_train],
-            test_x,
+            run.test_x,
             labels[:, num_train:],
             config.train,
             keys,
@@ -212,28 +336,10 @@ def train_eigen_tasks(
             task_labels=[f"j={j}" for j in indices],
         )
         for j, y, result in zip(indices, labels, trained, strict=True):
-            name = results.run_name(kind, j)
-            rows.append(
-                results.task_row(
-                    settings,
-                    kind=kind,
-                    task_value=j,
-                    labels_train=y[:num_train],
-                    labels_test=y[num_train:],
-                    final=result.final,
-                    diverged=result.diverged,
-                    eigenvalue=float(eigenvalues[j]),
-                )
+            recorder.add(
+                kind, j, result, y[:num_train], y[num_train:], eigenvalue=float(eigenvalues[j])
             )
-            out.histories[name] = {k_: np.asarray(v).tolist() for k_, v in result.history.items()}
-            if result.diverged:
-                logger.error("Training %s diverged (NaN/Inf loss); reported as failed.", name)
-                continue
-            variables = jax.tree_util.tree_map(
-                np.asarray, {"params": result.params, **(result.state or {})}
-            )
-            out.params[name] = variables
-    out.table = results.results_table(rows)
+    out = recorder.finish()
     degenerate = sorted(set(out.table.loc[out.table["degenerate"], "task_value"]))
     if degenerate:
         logger.warning(

@@ -23,9 +23,9 @@ from linearized_kedro.core.models import ModelConfig, build_model
 from linearized_kedro.core.train import TrainConfig, train_sweep
 from linearized_kedro.experiments import results
 from linearized_kedro.experiments.common import (
+    TaskSelection,
+    check_indices_below,
     check_seed,
-    index_list,
-    model_kinds,
     training_progress,
 )
 from linearized_kedro.experiments.nads import NadsConfig, nad_model_config
@@ -38,7 +38,7 @@ DATASET = "nad_separable"
 
 
 @dataclass(frozen=True)
-class NadTasksConfig(Config):
+class NadTasksConfig(TaskSelection, Config):
     """``nad_training:`` parameters (``conf/base/parameters_nad_training.yml``).
 
     Attributes:
@@ -64,8 +64,7 @@ class NadTasksConfig(Config):
     train: TrainConfig = field(default_factory=TrainConfig)
 
     def validate(self) -> None:
-        index_list(self.label_idx, key="nad_training.label_idx")
-        model_kinds(self.linearize, key="nad_training.linearize")
+        self.check_selection()
         if not self.epsilon > 0:
             raise ConfigError(
                 f"nad_training.epsilon (the class margin) must be > 0; got {self.epsilon}."
@@ -75,16 +74,6 @@ class NadTasksConfig(Config):
         for key in ("num_train", "num_test"):
             if getattr(self, key) < 1:
                 raise ConfigError(f"nad_training.{key} must be >= 1; got {getattr(self, key)}.")
-
-    @property
-    def indices(self) -> tuple[int, ...]:
-        """The NAD indices, sorted and distinct."""
-        return index_list(self.label_idx, key="nad_training.label_idx")
-
-    @property
-    def kinds(self) -> tuple[str, ...]:
-        """The model kinds trained on every index."""
-        return model_kinds(self.linearize, key="nad_training.linearize")
 
 
 RERUN = (
@@ -174,12 +163,12 @@ def train_nad_tasks(
     nads = np.asarray(nads)
     eigenvalues = np.asarray(eigenvalues, np.float64)
     indices, kinds = config.indices, config.kinds
-    too_big = [j for j in indices if j >= nads.shape[0]]
-    if too_big:
-        raise ValueError(
-            f"nad_training.label_idx {too_big} out of range: there are {nads.shape[0]} "
-            f"NADs (D = {int(np.prod(shape))}), so indices must be < {nads.shape[0]}."
-        )
+    check_indices_below(
+        indices,
+        nads.shape[0],
+        "nad_training.label_idx",
+        f"there are {nads.shape[0]} NADs, D = {int(np.prod(shape))}",
+    )
     cfg = config.train
     settings = results.RunSettings(
         experiment=EXPERIMENT,
@@ -194,7 +183,7 @@ def train_nad_tasks(
     )
     module = build_model(model)
     variables0 = jax.tree_util.tree_map(np.asarray, dict(variables0))
-    rows, histories, trained = [], {}, {}
+    recorder = results.ResultsRecorder(settings)
     keys, datasets = [], []
     for j in indices:
         train_key, noise_key, label_key = nads_core.nad_task_keys(seed, j)
@@ -230,27 +219,14 @@ def train_nad_tasks(
             task_labels=[f"NAD {j}" for j in indices],
         )
         for j, data, result in zip(indices, datasets, results_by_task, strict=True):
-            name = results.run_name(kind, j)
-            if result.diverged:
-                logger.error("NAD %d (%s) diverged (NaN/Inf loss); reported as failed.", j, kind)
-            rows.append(
-                results.task_row(
-                    settings,
-                    kind=kind,
-                    task_value=j,
-                    labels_train=data["train_y"],
-                    labels_test=data["test_y"],
-                    final=result.final,
-                    diverged=result.diverged,
-                    eigenvalue=float(eigenvalues[j]),
-                )
+            recorder.add(
+                kind,
+                j,
+                result,
+                data["train_y"],
+                data["test_y"],
+                eigenvalue=float(eigenvalues[j]),
             )
-            histories[name] = {
-                key: np.asarray(value, np.float64).tolist() for key, value in result.history.items()
-            }
-            if not result.diverged:
-                variables = {"params": result.params, **(result.state or {})}
-                trained[name] = jax.tree_util.tree_map(np.asarray, variables)
     extras = {
         "settings": {
             "epsilon": config.epsilon,
@@ -263,6 +239,4 @@ def train_nad_tasks(
             "seed": seed,
         }
     }
-    return results.TaskResults(
-        table=results.results_table(rows), histories=histories, params=trained, extras=extras
-    )
+    return recorder.finish(extras)

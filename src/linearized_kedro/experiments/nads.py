@@ -75,6 +75,11 @@ class NadsConfig(Config):
         if self.chunk_size is not None and self.chunk_size < 1:
             raise ConfigError(f"nads.chunk_size must be >= 1 or null; got {self.chunk_size}.")
 
+    def gram_options(self) -> dict[str, Any]:
+        """How ``core.nads.nad_gram`` builds G: method, budget, chunks, progress bars."""
+        names = ("method", "memory_budget_bytes", "chunk_size", "progress")
+        return {name: getattr(self, name) for name in names}
+
 
 @dataclass
 class NadsResult:
@@ -186,13 +191,7 @@ def compute_nads(
     theta, state = split_variables(variables0)
     points = nads_core.nad_points(shape, config.sigma, config.num_points, nad_points_key(seed))
     result = nads_core.compute_nads(
-        scalar_apply(module, state),
-        theta,
-        points,
-        memory_budget_bytes=config.memory_budget_bytes,
-        chunk_size=config.chunk_size,
-        method=config.method,
-        progress=config.progress,
+        scalar_apply(module, state), theta, points, **config.gram_options()
     )
     summary = dict(nads_core.nad_summary(result))
     report = {

@@ -14,24 +14,23 @@ Both linear models have zero output at the start: only the kernel is carried ove
 from __future__ import annotations
 
 import logging
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
-import jax
 import numpy as np
 
-from linearized_kedro.core.config import Config, ConfigError
-from linearized_kedro.core.models import build_model, model_config, split_variables
+from linearized_kedro.core.config import Config
+from linearized_kedro.core.models import split_variables
 from linearized_kedro.core.train import TrainConfig, train_model
 from linearized_kedro.experiments import results
-from linearized_kedro.experiments.common import check_seed, index_list, training_progress
-from linearized_kedro.experiments.eigen_tasks import eigen_labels
+from linearized_kedro.experiments.common import TaskSelection, training_progress
+from linearized_kedro.experiments.eigen_tasks import eigen_task_run
 
 logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
-class PretrainedConfig(Config):
+class PretrainedConfig(TaskSelection, Config):
     """``pretrained_comparison:`` parameters.
 
     Attributes:
@@ -47,11 +46,7 @@ class PretrainedConfig(Config):
     train: TrainConfig = field(default_factory=TrainConfig)
 
     def validate(self) -> None:
-        index_list(self.label_idx, f"{self.SECTION}.label_idx")
-
-    @property
-    def indices(self) -> tuple[int, ...]:
-        return index_list(self.label_idx, f"{self.SECTION}.label_idx")
+        self.check_selection()
 
 
 def compare_kernels(
@@ -83,47 +78,23 @@ def compare_kernels(
         ``linear_pretrained``). No pretrained-kernel model is trained when the network
         diverged (its row is reported as failed).
     """
-    seed = check_seed(seed)
-    indices = config.indices
-    k = int(np.shape(eigenvectors)[0])
-    too_big = [j for j in indices if j >= k]
-    if too_big:
-        raise ConfigError(
-            f"pretrained_comparison.label_idx {too_big} out of range: the spectrum has k={k} "
-            "eigenvectors. Use smaller indices or rerun ntk_spectrum with a larger "
-            "ntk.num_eigvecs."
-        )
-    cfg_model = model_config(model_cfg)
-    module = build_model(cfg_model)
-    x = np.asarray(inputs, np.float32)
-    train_key, _ = jax.random.split(jax.random.key(seed))
+    run = eigen_task_run(
+        inputs, num_train, eigenvectors, model_cfg, config, seed=seed, dataset=dataset
+    )
     _, init_state = split_variables(variables0)
     progress = training_progress("pretrained_comparison", config.progress)
-    settings = results.RunSettings(
-        experiment="pretrained_comparison",
-        dataset=dataset,
-        model=cfg_model.name,
-        activation=cfg_model.activation,
-        task_axis="eigen_index",
-        num_train=num_train,
-        num_test=x.shape[0] - num_train,
-        seed=seed,
-        train=asdict(config.train),
-        num_eigvecs=k,
-    )
-    out = results.TaskResults(table=None)
-    rows = []
-    for j, y in zip(indices, eigen_labels(eigenvectors, indices), strict=True):
-        data = (x[:num_train], y[:num_train], x[num_train:], y[num_train:])
+    recorder = results.ResultsRecorder(run.settings)
+    for j, y in zip(run.indices, run.labels, strict=True):
+        data = (run.train_x, y[:num_train], run.test_x, y[num_train:])
 
         def train(start, kind, point=None, data=data, label=f"j={j}"):
             return train_model(
-                module,
+                run.module,
                 start,
                 kind,
                 *data,
                 config.train,
-                train_key,
+                run.train_key,
                 linearization_point=point,
                 progress=progress,
                 task_label=label,
@@ -137,32 +108,20 @@ def compare_kernels(
         else:
             pretrained = {"params": network.params, **init_state}
             trained["linear_pretrained"] = train(pretrained, "linear_diff", pretrained)
-        for kind in ("network", "linear_init", "linear_pretrained"):
-            result = trained.get(kind)
-            rows.append(
-                results.task_row(
-                    settings,
-                    kind=kind,
-                    task_value=j,
-                    labels_train=y[:num_train],
-                    labels_test=y[num_train:],
-                    final=None if result is None else result.final,
-                    diverged=result is None or result.diverged,
-                    eigenvalue=float(eigenvalues[j]),
-                )
-            )
-            if result is None:
-                continue
-            name = results.run_name(kind, j)
-            out.histories[name] = {m: np.asarray(v).tolist() for m, v in result.history.items()}
-            if not result.diverged:
-                out.params[name] = jax.tree_util.tree_map(
-                    np.asarray, {"params": result.params, **(result.state or {})}
-                )
+        accuracies = [
+            recorder.add(
+                kind,
+                j,
+                trained.get(kind),
+                y[:num_train],
+                y[num_train:],
+                eigenvalue=float(eigenvalues[j]),
+            )["test_accuracy"]
+            for kind in ("network", "linear_init", "linear_pretrained")
+        ]
         logger.info(
             "j=%d test accuracy: network %.3f, init kernel %.3f, pretrained kernel %.3f",
             j,
-            *(r["test_accuracy"] for r in rows[-3:]),
+            *accuracies,
         )
-    out.table = results.results_table(rows)
-    return out
+    return recorder.finish()

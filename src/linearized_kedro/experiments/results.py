@@ -13,15 +13,20 @@ metric column NaN (a diverged model has no accuracy), and no saved parameters.
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+import jax
 import numpy as np
 import pandas as pd
 
 from linearized_kedro.core.tasks import majority_baseline
+from linearized_kedro.core.train import HISTORY_KEYS, TrainResult
+
+logger = logging.getLogger(__name__)
 
 # What the ``task_value`` of a row indexes.
 TASK_AXES = ("eigen_index", "nad_index", "num_train")
@@ -30,15 +35,8 @@ TASK_AXES = ("eigen_index", "nad_index", "num_train")
 # and the offset-free linearisations J(θc,x)(θ−θc) at θ0 and at the trained θ_end.
 KINDS = ("network", "linear", "linear_init", "linear_pretrained")
 
-METRICS = (
-    "train_loss",
-    "train_accuracy",
-    "test_loss",
-    "test_accuracy",
-    "param_distance",
-    "param_distance_relative",
-    "param_distance_squared",
-)
+# The metric columns: the training engine's per-epoch history, final epoch.
+METRICS = HISTORY_KEYS
 
 # Column → dtype, in table order.
 SCHEMA: dict[str, str] = {
@@ -176,6 +174,84 @@ def task_row(
         "seed": int(settings.seed),
     }
     return row
+
+
+class ResultsRecorder:
+    """Collects one experiment run's trained models into a :class:`TaskResults`.
+
+    Every training experiment records each (task, kind) the same way: one table row under
+    the divergence policy, its per-epoch history, and its trained variables unless it
+    diverged.
+
+    Args:
+        settings: the run's shared settings.
+        keep_params: keep the trained variables (False: table and histories only).
+    """
+
+    def __init__(self, settings: RunSettings, *, keep_params: bool = True):
+        self.settings = settings
+        self.keep_params = keep_params
+        self.rows: list[dict[str, Any]] = []
+        self.histories: dict[str, dict[str, list[float]]] = {}
+        self.params: dict[str, Any] = {}
+
+    def add(
+        self,
+        kind: str,
+        task_value: int,
+        result: TrainResult | None,
+        labels_train: np.ndarray,
+        labels_test: np.ndarray,
+        *,
+        eigenvalue: float = math.nan,
+    ) -> dict[str, Any]:
+        """Records one trained model; returns its row.
+
+        Args:
+            kind: one of :data:`KINDS`.
+            task_value: the eigen/NAD index or the training-set size.
+            result: the engine's result, or ``None`` for a model that was not trained
+                (reported as failed).
+            labels_train, labels_test: the task's 0/1 labels.
+            eigenvalue: the task's eigenvalue (NaN where it has none).
+        """
+        row = task_row(
+            self.settings,
+            kind=kind,
+            task_value=task_value,
+            labels_train=labels_train,
+            labels_test=labels_test,
+            final=None if result is None else result.final,
+            diverged=result is None or result.diverged,
+            eigenvalue=eigenvalue,
+        )
+        self.rows.append(row)
+        if result is None:
+            return row
+        name = run_name(kind, task_value)
+        self.histories[name] = {
+            metric: np.asarray(values, np.float64).tolist()
+            for metric, values in result.history.items()
+        }
+        if result.diverged:
+            logger.error(
+                "%s: %s diverged (NaN/Inf loss); reported as failed.",
+                self.settings.experiment,
+                name,
+            )
+        elif self.keep_params:
+            variables = {"params": result.params, **(result.state or {})}
+            self.params[name] = jax.tree_util.tree_map(np.asarray, variables)
+        return row
+
+    def finish(self, extras: Mapping[str, Any] | None = None) -> TaskResults:
+        """The collected table (:func:`results_table`), histories, parameters and extras."""
+        return TaskResults(
+            table=results_table(self.rows),
+            histories=self.histories,
+            params=self.params,
+            extras=dict(extras or {}),
+        )
 
 
 def results_table(rows: Iterable[Mapping[str, Any]]) -> pd.DataFrame:

@@ -26,12 +26,13 @@ from .style import (
     LogIndexAxis,
     as_list,
     kind_style,
+    mark_tasks,
     new_figure,
     paper_style,
     plotly_graph_objects,
     plotly_layout,
 )
-from .tables import AccuracyData, accuracy_data
+from .tables import AccuracyData, KindSeries, accuracy_data
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
@@ -69,6 +70,28 @@ def _y_limits(data: AccuracyData) -> tuple[float, float]:
     return low, 1.03
 
 
+# One-class tasks and diverged runs are marks without a line: matplotlib ``ms`` and
+# Plotly marker sizes, and what hovering a Plotly mark says after the task value.
+_MARK_SIZE = {"one_class": 9, "diverged": 7}
+_MARKER_SIZE = {"one_class": 14, "diverged": 10}
+_MARK_HOVER = {
+    "one_class": ": one class, test accuracy %{y:.3f} (trivial)",
+    "diverged": ": diverged",
+}
+
+
+def _task_marks(s: KindSeries, low: float) -> list[tuple[dict, str, np.ndarray, np.ndarray]]:
+    """(flag, what, x, y) of a series' one-class tasks and diverged runs, where it has any.
+
+    Diverged runs have no accuracy; their crosses sit just above the axis floor ``low``.
+    """
+    marks = [
+        (ONE_CLASS, "one_class", s.one_class_x, s.one_class_test),
+        (DIVERGED, "diverged", s.diverged_x, np.full(s.diverged_x.size, low + 0.02)),
+    ]
+    return [mark for mark in marks if mark[2].size]
+
+
 def _title(data: AccuracyData, axis: TaskAxis, title: str | None) -> str:
     if title is not None:
         return title
@@ -94,28 +117,16 @@ def draw_accuracy(ax: Axes, data: AccuracyData, *, legend: bool = False) -> None
                 label=f"{style.label} ({split})",
                 gid=f"{s.kind}:{split}",
             )
-        if s.one_class_x.size:
-            ax.plot(
-                axis.positions(s.one_class_x),
-                s.one_class_test,
-                ls="none",
-                marker=ONE_CLASS["marker"],
-                ms=9,
-                mfc="none",
-                mec=style.color,
-                label=f"{style.label}: {ONE_CLASS['label']}",
-                gid=f"{s.kind}:one_class",
-            )
-        if s.diverged_x.size:
-            ax.plot(
-                axis.positions(s.diverged_x),
-                np.full(s.diverged_x.size, low + 0.02),
-                ls="none",
-                marker=DIVERGED["marker"],
-                ms=7,
-                color=style.color,
-                label=f"{style.label}: {DIVERGED['label']}",
-                gid=f"{s.kind}:diverged",
+        for flag, what, x, y in _task_marks(s, low):
+            mark_tasks(
+                ax,
+                axis.positions(x),
+                y,
+                flag,
+                style.color,
+                ms=_MARK_SIZE[what],
+                label=f"{style.label}: {flag['label']}",
+                gid=f"{s.kind}:{what}",
             )
     if data.baseline.size:
         ax.plot(
@@ -248,33 +259,22 @@ def accuracy_plotly(
                     meta={"kind": s.kind, "what": split},
                 )
             )
-        if s.one_class_x.size:
+        for flag, what, x, y in _task_marks(s, low):
             fig.add_trace(
                 go.Scatter(
-                    x=as_list(axis.positions(s.one_class_x)),
-                    y=as_list(s.one_class_test),
-                    customdata=as_list(s.one_class_x),
+                    x=as_list(axis.positions(x)),
+                    y=as_list(y),
+                    customdata=as_list(x),
                     mode="markers",
-                    name=f"{style.label}: {ONE_CLASS['label']}",
+                    name=f"{style.label}: {flag['label']}",
                     legendgroup=s.kind,
-                    marker={"symbol": ONE_CLASS["symbol"], "size": 14, "color": style.color},
-                    hovertemplate=f"{symbol}=%{{customdata}}: one class, test accuracy "
-                    "%{y:.3f} (trivial)<extra></extra>",
-                    meta={"kind": s.kind, "what": "one_class"},
-                )
-            )
-        if s.diverged_x.size:
-            fig.add_trace(
-                go.Scatter(
-                    x=as_list(axis.positions(s.diverged_x)),
-                    y=as_list(np.full(s.diverged_x.size, low + 0.02)),
-                    customdata=as_list(s.diverged_x),
-                    mode="markers",
-                    name=f"{style.label}: {DIVERGED['label']}",
-                    legendgroup=s.kind,
-                    marker={"symbol": DIVERGED["symbol"], "size": 10, "color": style.color},
-                    hovertemplate=f"{symbol}=%{{customdata}}: diverged<extra></extra>",
-                    meta={"kind": s.kind, "what": "diverged"},
+                    marker={
+                        "symbol": flag["symbol"],
+                        "size": _MARKER_SIZE[what],
+                        "color": style.color,
+                    },
+                    hovertemplate=f"{symbol}=%{{customdata}}{_MARK_HOVER[what]}<extra></extra>",
+                    meta={"kind": s.kind, "what": what},
                 )
             )
     if data.baseline.size:

@@ -20,24 +20,18 @@ from .style import (
     COLUMN_WIDTH,
     DIVERGED,
     kind_style,
+    mark_tasks,
     new_figure,
     ordered_kinds,
     paper_style,
 )
-from .tables import as_bool, describe, select_task_rows
+from .tables import ACCURACY_COLUMNS, as_bool, describe, select_task_rows
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
 
-COMPARISON_COLUMNS = (
-    "task_axis",
-    "task_value",
-    "kind",
-    "train_accuracy",
-    "test_accuracy",
-    "majority_baseline_test",
-    "diverged",
-)
+# The accuracy figures' columns but ``degenerate`` (a comparison marks no one-class task).
+COMPARISON_COLUMNS = tuple(c for c in ACCURACY_COLUMNS if c != "degenerate")
 
 
 def comparison_rows(results: pd.DataFrame, experiment: str | None = None) -> pd.DataFrame:
@@ -90,12 +84,12 @@ def draw_comparison(ax: Axes, rows: pd.DataFrame, *, legend: bool = False) -> No
                 patch.set_gid(gid)
         lost = [g for g, task in enumerate(tasks) if task in by_task and failed[by_task[task]]]
         if lost:
-            ax.plot(
+            mark_tasks(
+                ax,
                 [g - 0.42 + (2 * k + 1) * width for g in lost],
                 np.full(len(lost), 0.03),
-                ls="none",
-                marker=DIVERGED["marker"],
-                color=style.color,
+                DIVERGED,
+                style.color,
                 label=f"{style.label}: {DIVERGED['label']}",
                 gid=f"{kind}:diverged",
             )

@@ -19,6 +19,7 @@ from .style import (
     LogIndexAxis,
     as_list,
     log_value_axis,
+    mark_tasks,
     new_figure,
     paper_style,
     plotly_graph_objects,
@@ -163,14 +164,13 @@ def draw_balance(ax: Axes, data: SpectrumData) -> None:
     )
     one_class = (balance <= 0.0) | (balance >= 1.0)
     if one_class.any():
-        ax.plot(
+        mark_tasks(
+            ax,
             axis.positions(index[one_class]),
             balance[one_class],
-            ls="none",
-            marker=ONE_CLASS["marker"],
+            ONE_CLASS,
+            _COLOR,
             ms=9,
-            mfc="none",
-            mec=_COLOR,
             label=ONE_CLASS["label"],
             gid="one_class",
         )

@@ -11,7 +11,7 @@ saves to PNG or PDF from any process. Plotly is imported only when a Plotly figu
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
 
@@ -85,6 +85,19 @@ BASELINE_COLOR = "#7f7f7f"
 # A task with a single class (the top NTK eigenvector, docs/methods.md §2.3 d) and a diverged run.
 ONE_CLASS = {"marker": "*", "symbol": "star-open", "label": "one-class task (trivial)"}
 DIVERGED = {"marker": "x", "symbol": "x", "label": "diverged (no result)"}
+
+
+def mark_tasks(ax: Any, x: Any, y: Any, flag: Mapping[str, str], color: str, **kwargs: Any) -> None:
+    """Marks tasks on a matplotlib ``ax`` without a line: an open star for a one-class task
+    (``flag`` = :data:`ONE_CLASS`), a cross for a diverged run (:data:`DIVERGED`).
+
+    Args:
+        x, y: (t,) positions of the marks.
+        color: the model kind's colour.
+        **kwargs: further ``Axes.plot`` arguments (``label``, ``gid``, ``ms``).
+    """
+    look = {"mfc": "none", "mec": color} if flag is ONE_CLASS else {"color": color}
+    ax.plot(x, y, ls="none", marker=flag["marker"], **look, **kwargs)
 
 
 def kind_style(kind: str) -> KindStyle:

@@ -345,19 +345,21 @@ class RunsHook:
 
     @hook_impl
     def after_pipeline_run(self, run_params, run_result, pipeline, catalog) -> None:
-        plan = run_plan(catalog)
-        if plan is not None:
-            for group in plan["commit_groups"]:
-                commit_pipeline(plan, catalog, group)
+        self._commit_stored_pipelines(catalog)
         self._finish("complete")
 
     @hook_impl
     def on_pipeline_error(self, error, run_params, pipeline, catalog) -> None:
+        self._commit_stored_pipelines(catalog)
+        self._finish("failed", error=f"{type(error).__name__}: {error}"[:2000])
+
+    def _commit_stored_pipelines(self, catalog) -> None:
+        """Commits every pipeline of the run whose artifacts are all stored (also when
+        another pipeline of the run failed)."""
         plan = run_plan(catalog)
         if plan is not None:
             for group in plan["commit_groups"]:
                 commit_pipeline(plan, catalog, group)
-        self._finish("failed", error=f"{type(error).__name__}: {error}"[:2000])
 
     def _finish(self, status: str, **extra: Any) -> None:
         if self._run_dir is not None:

@@ -45,20 +45,14 @@ def _spectrum_k(catalog: Any, pipeline: Any) -> tuple[int | None, str]:
     return None, ""
 
 
-def _check_indices(indices: Any, bound: int | None, key: str, where: str, fix: str) -> None:
-    if bound is None:
-        return
-    too_big = [j for j in indices if j >= bound]
-    if too_big:
-        raise ConfigError(
-            f"{key} {too_big} out of range: {where} has {bound} (indices 0..{bound - 1}). {fix}"
-        )
-
-
 def validate_run(pipeline: Any, catalog: Any) -> None:
     """Raises ConfigError for the first cross-block inconsistency of this run's parameters."""
     from linearized_kedro.core.models import model_config
-    from linearized_kedro.experiments.common import check_seed, with_shortcuts
+    from linearized_kedro.experiments.common import (
+        check_indices_below,
+        check_seed,
+        with_shortcuts,
+    )
 
     params = _params(pipeline)
     if "params:seed" in params:
@@ -80,13 +74,13 @@ def validate_run(pipeline: Any, catalog: Any) -> None:
             )
     k, where = _spectrum_k(catalog, pipeline)
     for block in ("eigen_training", "pretrained_comparison"):
-        if f"params:{block}" in params:
+        if f"params:{block}" in params and k is not None:
             config = with_shortcuts(catalog.load(f"params:{block}"), label_idx, linearize)
-            _check_indices(
+            check_indices_below(
                 config.indices,
                 k,
                 f"{block}.label_idx (or label_idx=)",
-                where,
+                f"k={k} from {where}",
                 "Use smaller indices or rerun ntk_spectrum with a larger ntk.num_eigvecs.",
             )
     nad_training = catalog.load("params:nad_training") if "params:nad_training" in params else None
@@ -94,12 +88,11 @@ def validate_run(pipeline: Any, catalog: Any) -> None:
         nads = catalog.load("params:nads")
         config = with_shortcuts(nad_training, label_idx, linearize)
         dim = int(np.prod(nads.input_shape))
-        _check_indices(
+        check_indices_below(
             config.indices,
             dim,
             "nad_training.label_idx (or label_idx=)",
-            f"nads.input_shape {list(nads.input_shape)}",
-            "There are D = H·W·C NADs.",
+            f"nads.input_shape {list(nads.input_shape)} gives D = H·W·C = {dim} NADs",
         )
     if "params:cifar2" in params and sizes is not None:
         from linearized_kedro.datasets.raw import dataset_spec

@@ -9,7 +9,7 @@ import flax.linen as nn
 import jax
 
 from ..layers import Conv
-from .registry import ACTIVATIONS, ModelConfig, register_model
+from .registry import ACTIVATIONS, ModelConfig, dense_head, register_model
 
 
 class LeNet(nn.Module):
@@ -28,10 +28,7 @@ class LeNet(nn.Module):
         for width in self.conv_features:
             x = act(Conv(width, (5, 5), padding="SAME", conv_autodiff=self.conv_autodiff)(x))
             x = nn.avg_pool(x, (2, 2), strides=(2, 2), padding="VALID")
-        x = x.reshape((x.shape[0], -1))
-        for width in self.dense_features:
-            x = act(nn.Dense(width)(x))
-        return nn.Dense(1)(x)
+        return dense_head(x, self.dense_features, act)
 
 
 @dataclass(frozen=True)

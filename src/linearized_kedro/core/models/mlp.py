@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import flax.linen as nn
 import jax
 
-from .registry import ACTIVATIONS, ModelConfig, register_model
+from .registry import ACTIVATIONS, ModelConfig, dense_head, register_model
 
 
 class MLP(nn.Module):
@@ -21,11 +21,7 @@ class MLP(nn.Module):
     def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
         """(B, H, W, C) -> (B, 1)."""
         del train
-        act = ACTIVATIONS[self.activation]
-        x = x.reshape((x.shape[0], -1))
-        for width in self.features:
-            x = act(nn.Dense(width)(x))
-        return nn.Dense(1)(x)
+        return dense_head(x, self.features, ACTIVATIONS[self.activation])
 
 
 @dataclass(frozen=True)

@@ -35,6 +35,18 @@ ACTIVATIONS: dict[str, Callable[[jax.Array], jax.Array]] = {
 }
 
 
+def dense_head(x: jax.Array, features: Sequence[int], act: Callable) -> jax.Array:
+    """Flatten (H-W-C order) → [Dense → act]* → Dense(1): (B, ...) -> (B, 1).
+
+    Call it inside a module's ``nn.compact`` method: the Dense layers belong to that
+    module (``Dense_0``, ``Dense_1``, ... after its other layers).
+    """
+    x = x.reshape((x.shape[0], -1))
+    for width in features:
+        x = act(nn.Dense(width)(x))
+    return nn.Dense(1)(x)
+
+
 @dataclass(frozen=True)
 class _Entry:
     config_cls: type[ModelConfig]

@@ -325,19 +325,11 @@ def ntk_gram(
     variables: Mapping[str, Any],
     x: Any,
     *,
-    method: str = "auto",
-    block_size: int | None = None,
-    memory_budget_bytes: int = DEFAULT_MEMORY_BUDGET,
-    dtype: Any = np.float64,
     done_blocks: Mapping[TileKey, np.ndarray] | None = None,
     on_block: Callable[[TileKey, np.ndarray], None] | None = None,
     progress: bool = False,
-    mesh: Any = "auto",
-    products: str = "host",
-    device_precision: str = "float64",
     gram_on_device: bool = False,
-    dropped: Collection[LeafKey] = (),
-    drop_zero_columns: bool = False,
+    **options: Any,
 ) -> Any:
     """Empirical NTK Gram K = J Jᵀ at θ0, blocked over the upper triangle (docs/methods.md §1.4, §3.1).
 
@@ -345,34 +337,35 @@ def ntk_gram(
         module: a Flax module with ``apply(variables, x (B, ...), train=False) -> (B, 1)``.
         variables: ``{'params': θ0, ['batch_stats': ...]}``; BN runs in inference mode.
         x: inputs of shape (N, H, W, C).
-        method: ``"auto"`` (structured when a Dense layer can be factorised, else
-            jacobian), ``"jacobian"`` (explicit J blocks, J_i J_jᵀ) or ``"structured"``
-            (Dense layers as (X̃X̃ᵀ)⊙(ΔΔᵀ), explicit J for the other parameters).
-        block_size: rows per tile b; default from N and the budget. Keep it fixed to
-            resume a run: tile keys depend on it.
-        memory_budget_bytes: bound on cached per-block features plus tile temporaries
-            (the (N, N) output itself is not counted); device memory for device products.
-        dtype: dtype of K. Host products: ``np.float64`` (default) casts the float32
-            features to float64 before every product, so K accumulates in float64;
-            ``np.float32`` is faster and ~1e-6 relative. Device products always
-            accumulate in float64 and cast the result.
         done_blocks: tiles ``{(i, j): (b_i, b_j) array}`` with i <= j finished by an
             earlier run with the same N and block_size; they are not recomputed.
         on_block: called as ``on_block((i, j), tile)`` (NumPy tile) after each newly
             computed tile, e.g. to persist it.
         progress: show a tqdm bar over the tiles.
-        mesh: ``"auto"`` (default: split the rows of each feature block over all local
-            devices when there are several), ``None`` (one device) or a
-            ``jax.sharding.Mesh`` with axis ``"data"`` (``core.sharding``).
-        products: ``"host"`` (NumPy/BLAS) or ``"device"`` (JAX on the default device).
-        device_precision: for device products, ``"float64"``, ``"float32"`` (float32
-            chunks accumulated in float64) or ``"auto"`` (measured rule, ``device``).
         gram_on_device: return K as a device array (device products only); use it
             inside ``core.ntk.device.x64()``.
-        dropped: flattened keys of parameter leaves to leave out because their per-sample
-            gradient is identically zero (``zero_columns.find_zero_columns``).
-        drop_zero_columns: find those leaves first, over all N samples of x (exact,
-            ``zero_columns``); not together with ``dropped``.
+        **options: how the Gram is laid out and computed (:class:`TiledGram`):
+            method: ``"auto"`` (structured when a Dense layer can be factorised, else
+                jacobian), ``"jacobian"`` (explicit J blocks, J_i J_jᵀ) or ``"structured"``
+                (Dense layers as (X̃X̃ᵀ)⊙(ΔΔᵀ), explicit J for the other parameters).
+            block_size: rows per tile b; default from N and the budget. Keep it fixed to
+                resume a run: tile keys depend on it.
+            memory_budget_bytes: bound on cached per-block features plus tile temporaries
+                (the (N, N) output itself is not counted); device memory for device products.
+            dtype: dtype of K. Host products: ``np.float64`` (default) casts the float32
+                features to float64 before every product, so K accumulates in float64;
+                ``np.float32`` is faster and ~1e-6 relative. Device products always
+                accumulate in float64 and cast the result.
+            mesh: ``"auto"`` (default: split the rows of each feature block over all local
+                devices when there are several), ``None`` (one device) or a
+                ``jax.sharding.Mesh`` with axis ``"data"`` (``core.sharding``).
+            products: ``"host"`` (NumPy/BLAS) or ``"device"`` (JAX on the default device).
+            device_precision: for device products, ``"float64"``, ``"float32"`` (float32
+                chunks accumulated in float64) or ``"auto"`` (measured rule, ``device``).
+            dropped: flattened keys of parameter leaves to leave out because their per-sample
+                gradient is identically zero (``zero_columns.find_zero_columns``).
+            drop_zero_columns: find those leaves first, over all N samples of x (exact,
+                ``zero_columns``); not together with ``dropped``.
 
     Returns:
         K of shape (N, N), symmetric, in ``dtype``: a NumPy array, or a device array
@@ -382,22 +375,9 @@ def ntk_gram(
         ValueError: bad arguments, a tile containing NaN/Inf (the tile is named), a
             ``done_blocks`` tile of the wrong shape, or a budget too small for one block.
     """
-    if gram_on_device and products != "device":
+    if gram_on_device and options.get("products", "host") != "device":
         raise ValueError("gram_on_device=True needs products='device'.")
-    job = TiledGram(
-        module,
-        variables,
-        x,
-        method=method,
-        block_size=block_size,
-        memory_budget_bytes=memory_budget_bytes,
-        dtype=dtype,
-        mesh=mesh,
-        products=products,
-        device_precision=device_precision,
-        dropped=dropped,
-        drop_zero_columns=drop_zero_columns,
-    )
+    job = TiledGram(module, variables, x, **options)
     return job.gram(
         done_blocks=done_blocks, on_block=on_block, progress=progress, on_device=gram_on_device
     )

@@ -19,41 +19,35 @@ from .common import (
     DEFAULT_TOL,
     SOLVERS,
     Eigenpairs,
+    EigenSolver,
     apply_sign_convention,
     eigen_residuals,
     resolve_solver,
 )
-from .device import device_max_blocks, device_solver_bytes, device_top_eigenpairs
-from .host import host_top_eigenpairs
+from .device import DeviceSolver, device_max_blocks, device_solver_bytes, device_top_eigenpairs
+from .host import HostSolver, host_top_eigenpairs
 from .nystrom import nystrom_eigenpairs
 
 
-def top_eigenpairs(
-    K: Any,
-    k: int,
-    *,
-    solver: str = "auto",
-    seed: int = 0,
-    tol: float | None = None,
-    progress: bool = False,
-    device: bool | None = None,
-    max_blocks: int | None = None,
-) -> Eigenpairs:
+def top_eigenpairs(K: Any, k: int, *, device: bool | None = None, **options: Any) -> Eigenpairs:
     """The k largest eigenpairs of a symmetric PSD (N, N) matrix, in float64.
 
     Args:
         K: (N, N) symmetric Gram matrix: a NumPy array (host) or a JAX array (device).
         k: number of eigenpairs, 1 <= k < N.
-        solver: ``"auto"`` (dense for N <= 1500 or k > N/4, else block Krylov),
-            ``"dense"`` or ``"block_krylov"``.
-        seed: seed of the block Krylov starting block (``numpy.random.default_rng``).
-        tol: target relative residual ‖K u − λ u‖ / |λ| for the iterative solver
-            (default 1e-5); the dense solver ignores it.
-        progress: tqdm bar over Krylov blocks.
         device: run on the accelerator (True) or the host (False); default: where K is
             (a ``jax.Array`` on the device, anything else on the host).
-        max_blocks: Krylov blocks allowed before float64 polishing (default 30), e.g.
-            ``device_max_blocks`` for the device's memory.
+        **options: the solver's settings (``EigenSolver.solve``):
+
+            * ``solver``: ``"auto"`` (default: dense for N <= 1500 or k > N/4, else block
+              Krylov), ``"dense"`` or ``"block_krylov"``;
+            * ``seed``: seed of the block Krylov starting block
+              (``numpy.random.default_rng``), default 0;
+            * ``tol``: target relative residual ‖K u − λ u‖ / |λ| for the iterative
+              solver (default 1e-5); the dense solver ignores it;
+            * ``progress``: tqdm bar over Krylov blocks;
+            * ``max_blocks``: Krylov blocks allowed before float64 polishing (None: 30),
+              e.g. ``device_max_blocks`` for the device's memory.
 
     Returns:
         ``Eigenpairs`` with values (k,) descending, vectors (k, N) unit rows in the sign
@@ -63,18 +57,18 @@ def top_eigenpairs(
         ValueError: K not square/finite, k out of range, or unknown solver.
     """
     on_device = isinstance(K, jax.Array) if device is None else bool(device)
-    kwargs = dict(solver=solver, seed=seed, tol=tol, progress=progress)
-    if max_blocks is not None:
-        kwargs["max_blocks"] = int(max_blocks)
     if on_device:
-        return device_top_eigenpairs(K, k, **kwargs)
-    return host_top_eigenpairs(np.asarray(K), k, **kwargs)
+        return DeviceSolver().solve(K, k, **options)
+    return HostSolver().solve(np.asarray(K), k, **options)
 
 
 __all__ = [
     "DEFAULT_TOL",
     "SOLVERS",
+    "DeviceSolver",
+    "EigenSolver",
     "Eigenpairs",
+    "HostSolver",
     "apply_sign_convention",
     "device_max_blocks",
     "device_solver_bytes",

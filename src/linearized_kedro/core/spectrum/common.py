@@ -8,9 +8,11 @@ returned with every result.
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import math
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
@@ -94,16 +96,23 @@ def eigen_residuals(K: np.ndarray, vals: np.ndarray, vecs: np.ndarray) -> np.nda
         return np.linalg.norm(r, axis=1) / np.abs(vals)
 
 
-def check_gram(K: Any, k: int) -> np.ndarray:
-    K = np.asarray(K)
-    if K.ndim != 2 or K.shape[0] != K.shape[1]:
-        raise ValueError(f"K must be a square (N, N) matrix; got shape {K.shape}.")
-    n = K.shape[0]
+def check_size(shape: tuple[int, ...], k: Any) -> tuple[int, int]:
+    """(N, k) of a square (N, N) Gram and an integer 1 <= k < N, or a ValueError."""
+    if len(shape) != 2 or shape[0] != shape[1]:
+        raise ValueError(f"K must be a square (N, N) matrix; got shape {tuple(shape)}.")
+    n = int(shape[0])
     if not isinstance(k, int | np.integer) or not 1 <= k < n:
         raise ValueError(
             f"k must be an integer with 1 <= k < N = {n}; got {k!r}. For all N eigenpairs "
             "use numpy.linalg.eigh directly."
         )
+    return n, int(k)
+
+
+def check_gram(K: Any, k: int) -> np.ndarray:
+    """K as a NumPy array, checked square, finite and with 1 <= k < N."""
+    K = np.asarray(K)
+    check_size(K.shape, k)
     if not np.all(np.isfinite(K)):
         raise ValueError("K contains NaN or Inf; recompute the Gram matrix.")
     return K
@@ -140,6 +149,24 @@ class RitzSchedule:
     def due(self, it: int) -> bool:
         return it >= self.next or it == self.max_blocks
 
+    def converged(self, it: int, res: np.ndarray, target: np.ndarray, bar: Any) -> bool:
+        """True when every residual meets its target or the block budget is spent.
+
+        Args:
+            it: the block just added (1-based).
+            res, target: (k,) Ritz residual norms and their targets at this checkpoint.
+            bar: the tqdm bar over blocks; it ends at 100 % when the solve stops here.
+        """
+        self.checks += 1
+        worst = float(np.max(res / target))
+        if worst <= 1.0 or it == self.max_blocks:
+            # Converged: the bar says done (100 %), not "stopped at it of max_blocks".
+            bar.total = it
+            bar.refresh()
+            return True
+        self.record(it, worst)
+        return False
+
     def record(self, it: int, worst: float) -> None:
         """Records the worst residual/target ratio at block ``it`` (> 1: not converged)."""
         self.history.append((it, worst))
@@ -161,3 +188,136 @@ def krylov_sizes(n: int, k: int, max_blocks: int) -> tuple[int, int]:
 def residual_targets(theta_k: np.ndarray, theta_1: float, tol: float) -> np.ndarray:
     """Per-pair residual targets: tol·|θ_j|, floored at rounding level 1e-13·θ_1."""
     return np.maximum(tol * np.abs(theta_k), 1e-13 * abs(theta_1))
+
+
+# Float64 subspace iterations allowed after the Krylov budget is spent.
+MAX_POLISH = 20
+
+
+@dataclass
+class RitzBlock:
+    """The Ritz pairs block Krylov ends with.
+
+    Attributes:
+        theta: (m,) Ritz values, descending.
+        U: (N, m) Ritz vectors as columns; KU: K U.
+        res: (k,) host residual norms ‖K u_j − θ_j u_j‖ of the top k.
+        target: (k,) the residual each pair must reach (``residual_targets``).
+        info: solver metadata so far (blocks, block size, Rayleigh–Ritz count).
+    """
+
+    theta: Any
+    U: Any
+    KU: Any
+    res: np.ndarray
+    target: np.ndarray
+    info: dict[str, Any]
+
+
+class EigenSolver:
+    """The eigensolver driver; ``host`` and ``device`` subclasses supply the linear algebra.
+
+    The driver is the same wherever K lives: check K and k, choose the solver, default the
+    tolerance, run the dense or the block Krylov solver, and log the result. A subclass
+    implements ``prepare`` (K as its float64 array, checked), ``dense``, ``block_krylov``
+    (up to the last Ritz block), ``finish`` (residuals from K, descending order, sign
+    convention) and the linear algebra of :meth:`polish`.
+    """
+
+    label: ClassVar[str] = "top_eigenpairs"
+    log: ClassVar[logging.Logger] = logging.getLogger(__name__)
+
+    def context(self) -> contextlib.AbstractContextManager:
+        """The context every step runs in (e.g. float64 JAX)."""
+        return contextlib.nullcontext()
+
+    def prepare(self, K: Any, k: Any) -> tuple[Any, int, int]:
+        """(K in float64, N, k), or a ValueError for a bad K or k."""
+        raise NotImplementedError
+
+    def dense(self, K: Any, k: int) -> tuple[Any, Any, dict[str, Any]]:
+        """(values (k,), vectors (N, k) as columns, info) of a dense eigendecomposition."""
+        raise NotImplementedError
+
+    def block_krylov(
+        self, K: Any, k: int, seed: int, tol: float, max_blocks: int, progress: bool
+    ) -> RitzBlock:
+        """The Ritz block of block Krylov, before polishing."""
+        raise NotImplementedError
+
+    def matmul(self, a: Any, b: Any) -> Any:
+        raise NotImplementedError
+
+    def orthonormalise(self, Z: Any) -> Any:
+        """(N, m) orthonormal basis of Z's columns."""
+        raise NotImplementedError
+
+    def small_eigh(self, T: Any, top: int) -> tuple[Any, Any]:
+        """Top ``top`` eigenpairs of a small symmetric matrix, descending."""
+        raise NotImplementedError
+
+    def residual_norms(self, U: Any, KU: Any, theta: Any) -> np.ndarray:
+        """(k,) host array ‖K u_j − θ_j u_j‖ from U (N, k), KU = K U and θ (k,)."""
+        raise NotImplementedError
+
+    def polish(self, K: Any, ritz: RitzBlock, k: int) -> tuple[Any, Any, dict[str, Any]]:
+        """(values (k,), vectors (N, k) as columns, info) from the Ritz block.
+
+        When the Krylov budget was spent before every residual met its target, float64
+        subspace iterations on the Ritz block finish the job (at most ``MAX_POLISH``).
+        """
+        theta, U, KU, res = ritz.theta, ritz.U, ritz.KU, ritz.res
+        polish = 0
+        while np.any(res > ritz.target) and polish < MAX_POLISH:
+            polish += 1
+            V = self.orthonormalise(KU)
+            KV = self.matmul(K, V)
+            theta, S = self.small_eigh(self.matmul(V.T, KV), V.shape[1])
+            U, KU = self.matmul(V, S), self.matmul(KV, S)
+            res = self.residual_norms(U[:, :k], KU[:, :k], theta[:k])
+        info = {
+            **ritz.info,
+            "float64_polish_iterations": polish,
+            "max_residual": float(np.max(res / np.abs(np.asarray(theta)[:k]))),
+        }
+        return theta[:k], U[:, :k], info
+
+    def finish(self, K: Any, vals: Any, vecs: Any, solver: str, info: dict) -> Eigenpairs:
+        """Eigenpairs in descending order and the sign convention, residuals from K."""
+        raise NotImplementedError
+
+    def solve(
+        self,
+        K: Any,
+        k: int,
+        *,
+        solver: str = "auto",
+        seed: int = 0,
+        tol: float | None = None,
+        progress: bool = False,
+        max_blocks: int | None = None,
+    ) -> Eigenpairs:
+        """The k largest eigenpairs of K (arguments as for ``core.spectrum.top_eigenpairs``)."""
+        max_blocks = MAX_BLOCKS if max_blocks is None else int(max_blocks)
+        with self.context():
+            K, n, k = self.prepare(K, k)
+            solver = resolve_solver(solver, n, k)
+            tol = DEFAULT_TOL if tol is None else float(tol)
+            if solver == "dense":
+                vals, vecs, info = self.dense(K, k)
+            else:
+                ritz = self.block_krylov(K, k, seed, tol, max_blocks, progress)
+                vals, vecs, info = self.polish(K, ritz, k)
+                info.update(seed=int(seed), tol=tol, dtype="float64")
+            out = self.finish(K, vals, vecs, solver, info)
+        self.log.info(
+            "%s(%s): N=%d, k=%d, λ_1=%.4g, λ_k=%.4g, max residual %.2e.",
+            self.label,
+            solver,
+            n,
+            k,
+            out.values[0],
+            out.values[-1],
+            float(np.max(out.residuals)),
+        )
+        return out

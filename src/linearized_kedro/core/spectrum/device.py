@@ -25,11 +25,13 @@ from jax import lax
 from tqdm.auto import tqdm
 
 from .common import (
-    DEFAULT_TOL,
     MAX_BLOCKS,
     Eigenpairs,
+    EigenSolver,
+    RitzBlock,
     RitzSchedule,
     apply_sign_convention,
+    check_size,
     krylov_sizes,
     residual_targets,
     resolve_solver,
@@ -172,18 +174,12 @@ def _block_krylov(K, k: int, seed: int, tol: float, max_blocks: int, progress: b
         W = _project_out(images[-1], B, new)  # (I − BBᵀ) K Q_it, see host._block_krylov
         bar.update(1)
         if schedule.due(it):
-            schedule.checks += 1
             theta, S = _small_eigh(T, b)
             res = np.asarray(_lanczos_residuals(W, S[-b:], k))
             theta_h = np.asarray(theta)
             target = residual_targets(theta_h[:k], theta_h[0], tol)
-            worst = float(np.max(res / target))
-            if worst <= 1.0 or it == max_blocks:
-                # Converged: the bar says done (100 %), not "stopped at it of max_blocks".
-                bar.total = it
-                bar.refresh()
+            if schedule.converged(it, res, target, bar):
                 break
-            schedule.record(it, worst)
         blocks.append(_orthonormalise(W))
     bar.close()
     m = B.shape[1]
@@ -195,46 +191,70 @@ def _block_krylov(K, k: int, seed: int, tol: float, max_blocks: int, progress: b
     }
     KB = jnp.concatenate(images, axis=1) if len(images) > 1 else images[0]
     U, KU, res = _ritz_vectors(B, KB, S, theta, k)
-    del blocks, images, B, KB
-    res_h = np.asarray(res)
-    polish = 0
-    while np.any(res_h > target) and polish < 20:
-        # Budget spent before convergence: float64 subspace iterations on the Ritz block.
-        polish += 1
-        V = _orthonormalise(KU)
-        KV = _matmul(K, V)
-        theta, S = _small_eigh(_matmul(V.T, KV), V.shape[1])
-        U, KU = _matmul(V, S), _matmul(KV, S)
-        res_h = np.asarray(jnp.linalg.norm(KU[:, :k] - U[:, :k] * theta[:k], axis=0))
-    theta_h = np.asarray(theta)
-    info.update(
-        float64_polish_iterations=polish,
-        max_residual=float(np.max(res_h / np.abs(theta_h[:k]))),
-    )
-    return theta[:k], U[:, :k], info
+    return RitzBlock(theta, U, KU, np.asarray(res), target, info)
 
 
-def device_top_eigenpairs(
-    K: Any,
-    k: int,
-    *,
-    solver: str = "auto",
-    seed: int = 0,
-    tol: float | None = None,
-    progress: bool = False,
-    max_blocks: int = MAX_BLOCKS,
-) -> Eigenpairs:
+class DeviceSolver(EigenSolver):
+    """The eigensolver on the default device, in float64 JAX (module docstring)."""
+
+    label = "device top_eigenpairs"
+    log = logging.getLogger(__name__)
+
+    def context(self):
+        return _x64()
+
+    def prepare(self, K, k):
+        K = jnp.asarray(K, jnp.float64)
+        n, k = check_size(K.shape, k)
+        if not bool(jnp.all(jnp.isfinite(K))):
+            raise ValueError("K contains NaN or Inf; recompute the Gram matrix.")
+        return K, n, k
+
+    def dense(self, K, k):
+        w, V = jnp.linalg.eigh(K)
+        return w[::-1][:k], V[:, ::-1][:, :k], {"driver": "jnp.linalg.eigh", "dtype": "float64"}
+
+    def block_krylov(self, K, k, seed, tol, max_blocks, progress):
+        return _block_krylov(K, k, seed, tol, max_blocks, progress)
+
+    def matmul(self, a, b):
+        return _matmul(a, b)
+
+    def orthonormalise(self, Z):
+        return _orthonormalise(Z)
+
+    def small_eigh(self, T, top):
+        return _small_eigh(T, top)
+
+    def residual_norms(self, U, KU, theta):
+        return np.asarray(jnp.linalg.norm(KU - U * theta, axis=0))
+
+    def finish(self, K, vals, vecs, solver, info):
+        res = np.asarray(_relative_residuals(K, vals, vecs))
+        vals_h = np.asarray(vals, np.float64)
+        rows = np.asarray(vecs, np.float64).T
+        info["device"] = str(K.devices().pop().device_kind) if hasattr(K, "devices") else None
+        order = np.argsort(-vals_h, kind="stable")
+        return Eigenpairs(
+            vals_h[order],
+            apply_sign_convention(np.ascontiguousarray(rows[order])),
+            res[order],
+            solver,
+            info,
+        )
+
+
+def device_top_eigenpairs(K: Any, k: int, **options: Any) -> Eigenpairs:
     """The k largest eigenpairs of a symmetric PSD (N, N) matrix, on the default device.
 
     Args:
         K: (N, N) Gram, a float64 device array (e.g. ``ntk_gram(..., gram_on_device=True)``)
             or a host array (copied to the device).
         k: number of eigenpairs, 1 <= k < N.
-        solver: ``"auto"``, ``"dense"`` (``jnp.linalg.eigh``) or ``"block_krylov"``.
-        seed: seed of the starting block (NumPy, the same vectors as the host solver).
-        tol: target relative residual for block Krylov (default 1e-5).
-        progress: tqdm bar over Krylov blocks.
-        max_blocks: Krylov blocks allowed before float64 polishing.
+        **options: ``solver`` (``"auto"``, ``"dense"`` (``jnp.linalg.eigh``) or
+            ``"block_krylov"``), ``seed`` (NumPy, the same starting block as the host
+            solver), ``tol``, ``progress``, ``max_blocks``, as for
+            ``core.spectrum.top_eigenpairs``.
 
     Returns:
         ``Eigenpairs`` exactly as the host solver returns them (values (k,) descending,
@@ -244,47 +264,4 @@ def device_top_eigenpairs(
     Raises:
         ValueError: K not square/finite, k out of range, or unknown solver.
     """
-    with _x64():
-        K = jnp.asarray(K, jnp.float64)
-        if K.ndim != 2 or K.shape[0] != K.shape[1]:
-            raise ValueError(f"K must be a square (N, N) matrix; got shape {K.shape}.")
-        n = int(K.shape[0])
-        if not isinstance(k, int | np.integer) or not 1 <= k < n:
-            raise ValueError(
-                f"k must be an integer with 1 <= k < N = {n}; got {k!r}. For all N "
-                "eigenpairs use jnp.linalg.eigh directly."
-            )
-        k = int(k)
-        solver = resolve_solver(solver, n, k)
-        if not bool(jnp.all(jnp.isfinite(K))):
-            raise ValueError("K contains NaN or Inf; recompute the Gram matrix.")
-        tol = DEFAULT_TOL if tol is None else float(tol)
-        if solver == "dense":
-            w, V = jnp.linalg.eigh(K)
-            vals, U = w[::-1][:k], V[:, ::-1][:, :k]
-            info: dict[str, Any] = {"driver": "jnp.linalg.eigh", "dtype": "float64"}
-        else:
-            vals, U, info = _block_krylov(K, k, seed, tol, max_blocks, progress)
-            info.update(seed=int(seed), tol=tol, dtype="float64")
-        res = np.asarray(_relative_residuals(K, vals, U))
-        vals_h = np.asarray(vals, np.float64)
-        vecs = np.asarray(U, np.float64).T
-    info["device"] = str(K.devices().pop().device_kind) if hasattr(K, "devices") else None
-    order = np.argsort(-vals_h, kind="stable")
-    out = Eigenpairs(
-        vals_h[order],
-        apply_sign_convention(np.ascontiguousarray(vecs[order])),
-        res[order],
-        solver,
-        info,
-    )
-    log.info(
-        "device top_eigenpairs(%s): N=%d, k=%d, λ_1=%.4g, λ_k=%.4g, max residual %.2e.",
-        solver,
-        n,
-        k,
-        out.values[0],
-        out.values[-1],
-        float(np.max(out.residuals)),
-    )
-    return out
+    return DeviceSolver().solve(K, k, **options)

@@ -31,16 +31,15 @@ from threadpoolctl import threadpool_limits
 from tqdm.auto import tqdm
 
 from .common import (
-    DEFAULT_TOL,
-    MAX_BLOCKS,
     Eigenpairs,
+    EigenSolver,
+    RitzBlock,
     RitzSchedule,
     apply_sign_convention,
     check_gram,
     eigen_residuals,
     krylov_sizes,
     residual_targets,
-    resolve_solver,
 )
 
 log = logging.getLogger(__name__)
@@ -114,7 +113,7 @@ def _project_out(Z: np.ndarray, B: np.ndarray, coefficients: np.ndarray) -> np.n
 
 def _block_krylov(
     K64: np.ndarray, k: int, seed: int, tol: float, max_blocks: int, progress: bool
-) -> tuple[np.ndarray, np.ndarray, dict]:
+) -> RitzBlock:
     n = K64.shape[0]
     b, max_blocks = krylov_sizes(n, k, max_blocks)
     rng = np.random.default_rng(seed)
@@ -135,20 +134,14 @@ def _block_krylov(
         W = _project_out(KB[:, m0:m], B[:, :m], new)
         bar.update(1)
         if schedule.due(it):
-            schedule.checks += 1
             theta, S = _small_eigh(T, b)
             # Lanczos residuals: for u = B s, K u − θ u = (I − BBᵀ) K B s = W s_it, s_it the
             # last block's rows of s (the earlier blocks' images lie in span(B) up to
             # rounding): no N-sized Ritz vectors are formed at a checkpoint.
             res = np.linalg.norm(W @ S[m0:m, :k], axis=0)
             target = residual_targets(theta[:k], theta[0], tol)
-            worst = float(np.max(res / target))
-            if worst <= 1.0 or it == max_blocks:
-                # Converged: the bar says done (100 %), not "stopped at it of max_blocks".
-                bar.total = it
-                bar.refresh()
+            if schedule.converged(it, res, target, bar):
                 break
-            schedule.record(it, worst)
         B[:, m : m + b] = _orthonormalise(W)
     bar.close()
     info = {
@@ -159,43 +152,56 @@ def _block_krylov(
     }
     # The true residuals decide; they also cover rounding in the estimates above.
     U, KU = B[:, :m] @ S, KB[:, :m] @ S
-    res = np.linalg.norm(KU[:, :k] - U[:, :k] * theta[:k], axis=0)
-    polish = 0
-    while np.any(res > target) and polish < 20:
-        # Budget spent before convergence: float64 subspace iterations on the Ritz block.
-        polish += 1
-        V = _orthonormalise(KU)
-        KV = K64 @ V
-        theta, S = _small_eigh(V.T @ KV, V.shape[1])
-        U, KU = V @ S, KV @ S
-        res = np.linalg.norm(KU[:, :k] - U[:, :k] * theta[:k], axis=0)
-    info.update(
-        float64_polish_iterations=polish,
-        max_residual=float(np.max(res / np.abs(theta[:k]))),
-    )
-    return theta[:k], U[:, :k], info
+    res = _residual_norms(U[:, :k], KU[:, :k], theta[:k])
+    return RitzBlock(theta, U, KU, res, target, info)
 
 
-def host_top_eigenpairs(
-    K: np.ndarray,
-    k: int,
-    *,
-    solver: str = "auto",
-    seed: int = 0,
-    tol: float | None = None,
-    progress: bool = False,
-    max_blocks: int = MAX_BLOCKS,
-) -> Eigenpairs:
+def _residual_norms(U: np.ndarray, KU: np.ndarray, theta: np.ndarray) -> np.ndarray:
+    return np.linalg.norm(KU - U * theta, axis=0)
+
+
+class HostSolver(EigenSolver):
+    """The eigensolver on a NumPy Gram, all in float64 (module docstring)."""
+
+    label = "top_eigenpairs"
+    log = logging.getLogger(__name__)
+
+    def prepare(self, K, k):
+        K = check_gram(K, k)
+        return np.asarray(K, dtype=np.float64), K.shape[0], int(k)
+
+    def dense(self, K, k):
+        vals, vecs = _dense(K, k)
+        return vals, vecs, {"driver": "syevr", "dtype": "float64"}
+
+    def block_krylov(self, K, k, seed, tol, max_blocks, progress):
+        return _block_krylov(K, k, seed, tol, max_blocks, progress)
+
+    def matmul(self, a, b):
+        return a @ b
+
+    def orthonormalise(self, Z):
+        return _orthonormalise(Z)
+
+    def small_eigh(self, T, top):
+        return _small_eigh(T, top)
+
+    def residual_norms(self, U, KU, theta):
+        return _residual_norms(U, KU, theta)
+
+    def finish(self, K, vals, vecs, solver, info):
+        return _finish(vals, vecs, K, solver, info)
+
+
+def host_top_eigenpairs(K: np.ndarray, k: int, **options: Any) -> Eigenpairs:
     """The k largest eigenpairs of a symmetric PSD (N, N) host matrix, in float64.
 
     Args:
         K: (N, N) symmetric Gram matrix (float32 or float64).
         k: number of eigenpairs, 1 <= k < N.
-        solver: ``"auto"``, ``"dense"`` or ``"block_krylov"`` (module docstring).
-        seed: seed of the block Krylov starting block (``numpy.random.default_rng``).
-        tol: target relative residual ‖K u − λ u‖ / |λ| for the iterative solver
-            (default 1e-5); the dense solver ignores it.
-        progress: tqdm bar over Krylov blocks.
+        **options: ``solver`` (``"auto"``, ``"dense"`` or ``"block_krylov"``, module
+            docstring), ``seed``, ``tol``, ``progress``, ``max_blocks``, as for
+            ``core.spectrum.top_eigenpairs``.
 
     Returns:
         ``Eigenpairs`` with values (k,) descending, vectors (k, N) unit rows in the sign
@@ -204,26 +210,4 @@ def host_top_eigenpairs(
     Raises:
         ValueError: K not square/finite, k out of range, or unknown solver.
     """
-    K = check_gram(K, k)
-    n = K.shape[0]
-    k = int(k)
-    solver = resolve_solver(solver, n, k)
-    K64 = np.asarray(K, dtype=np.float64)
-    tol = DEFAULT_TOL if tol is None else float(tol)
-    if solver == "dense":
-        vals, vecs = _dense(K64, k)
-        info: dict[str, Any] = {"driver": "syevr", "dtype": "float64"}
-    else:
-        vals, vecs, info = _block_krylov(K64, k, seed, tol, max_blocks, progress)
-        info.update(seed=int(seed), tol=tol, dtype="float64")
-    out = _finish(vals, vecs, K64, solver, info)
-    log.info(
-        "top_eigenpairs(%s): N=%d, k=%d, λ_1=%.4g, λ_k=%.4g, max residual %.2e.",
-        solver,
-        n,
-        k,
-        out.values[0],
-        out.values[-1],
-        float(np.max(out.residuals)),
-    )
-    return out
+    return HostSolver().solve(K, k, **options)

@@ -422,25 +422,21 @@ def train_model(
     keys = _as_key(key)
     if keys.shape != ():
         raise ValueError(f"train_model takes one key; got a key array of shape {keys.shape}.")
-    sweep = _prepare(
+    # One task of a sweep, trained on its own (not vmapped): the same program.
+    return train_sweep(
         module,
         variables0,
         kind,
         train_x,
-        test_x,
         train_y[None],
+        test_x,
         test_y[None],
         cfg,
-        linearization_point,
         keys[None],
-    )
-    return _train_group(
-        sweep,
-        np.array([0]),
-        vmapped=False,
-        shared_order=True,
-        reporter=as_reporter(progress),
-        labels=[task_label],
+        strategy="sequential",
+        linearization_point=linearization_point,
+        progress=progress,
+        task_labels=[task_label],
     )[0]
 
 
@@ -538,7 +534,8 @@ def train_sweep(
         size = int(chunk_size)
         groups = [list(range(s, min(s + size, n_tasks))) for s in range(0, n_tasks, size)]
         vmapped = True
-    logger.info("Training %d %s tasks with strategy %r.", n_tasks, kind, strategy)
+    if n_tasks > 1:
+        logger.info("Training %d %s tasks with strategy %r.", n_tasks, kind, strategy)
     labels = [f"task {t}" for t in range(n_tasks)] if task_labels is None else list(task_labels)
     if len(labels) != n_tasks:
         raise ValueError(f"task_labels has {len(labels)} names for {n_tasks} tasks.")

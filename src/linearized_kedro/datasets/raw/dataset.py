@@ -8,7 +8,6 @@ format (``formats``), and check the arrays against the spec (shape, classes, pix
 from __future__ import annotations
 
 import logging
-import os
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -89,15 +88,13 @@ def check_arrays(
     return out
 
 
-def load_raw_dataset(
-    dataset: str | DatasetSpec,
-    root: str | os.PathLike = "data/01_raw",
-    download: str = "auto",
-    checksums: Mapping[str, str] | None = None,
-    system_dirs: Sequence[str] | None = None,
-    show_progress: bool = True,
-) -> dict[str, Any]:
-    """Locates, verifies and reads one dataset (see :func:`locate_files` for the arguments).
+def load_raw_dataset(dataset: str | DatasetSpec, *args: Any, **kwargs: Any) -> dict[str, Any]:
+    """Locates, verifies and reads one dataset.
+
+    Args:
+        dataset: A registered dataset name (or its :class:`DatasetSpec`).
+        *args, **kwargs: where to look and whether to download: ``root``, ``download``,
+            ``checksums``, ``system_dirs``, ``show_progress`` of :func:`locate_files`.
 
     Returns:
         ``{"name", "train_images" uint8 (N, H, W, C), "train_labels" int64 (N,),
@@ -106,7 +103,7 @@ def load_raw_dataset(
         "files" {path: checksum}}``.
     """
     spec = resolve_spec(dataset)
-    located = locate_files(spec, root, download, checksums, system_dirs, show_progress)
+    located = locate_files(spec, *args, **kwargs)
     arrays = read_located(spec, located)
     if (len(arrays["train_labels"]), len(arrays["test_labels"])) != (spec.num_train, spec.num_test):
         logger.info(

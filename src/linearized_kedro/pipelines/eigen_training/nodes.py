@@ -1,10 +1,13 @@
-"""Nodes of ``eigen_training``: the stored spectrum → the eigenfunction benchmark (docs/methods.md §3.2)."""
+"""Nodes of ``eigen_training``: the stored spectrum → the eigenfunction benchmark (docs/methods.md §3.2).
+
+The stored spectrum arrives as ``**stored_spectrum``: the catalog entries of
+``experiments.eigen_tasks.StoredSpectrum`` (prepared data, eigenpairs, θ0, reports).
+"""
 
 from __future__ import annotations
 
 from typing import Any
 
-import numpy as np
 import pandas as pd
 
 from linearized_kedro.core.models import ModelConfig
@@ -12,7 +15,7 @@ from linearized_kedro.core.sharding import partition_indices, partition_key
 from linearized_kedro.experiments.common import with_shortcuts
 from linearized_kedro.experiments.eigen_tasks import (
     EigenTasksConfig,
-    check_spectrum_matches,
+    StoredSpectrum,
     merge_partition_tables,
     network_alignment,
     train_eigen_tasks,
@@ -20,66 +23,34 @@ from linearized_kedro.experiments.eigen_tasks import (
 
 
 def train_partition(
-    prepared_inputs: np.ndarray,
-    data_report: dict[str, Any],
-    prepared_sample_index: np.ndarray,
-    ntk_eigenvalues: np.ndarray,
-    ntk_eigenvectors: np.ndarray,
-    ntk_report: dict[str, Any],
-    ntk_sample_index: np.ndarray,
-    ntk_init_params: dict,
     model_config: ModelConfig,
     eigen_training: EigenTasksConfig,
     label_idx: Any,
     linearize: Any,
     seed: int,
+    **stored_spectrum: Any,
 ) -> tuple[dict[str, pd.DataFrame], dict, dict]:
     """Trains this job's share of the index list; the table is keyed by the partition."""
-    check_spectrum_matches(
-        ntk_report,
-        ntk_sample_index,
-        prepared_sample_index,
-        model_config,
-        data_report,
-        ntk_init_params,
-    )
+    spectrum = StoredSpectrum(**stored_spectrum).check(model_config)
     config = with_shortcuts(eigen_training, label_idx, linearize)
     part, parts = config.partition, config.num_partitions
     config = config.replace(label_idx=partition_indices(config.indices, part, parts))
     out = train_eigen_tasks(
-        prepared_inputs,
-        int(data_report["num_train"]),
-        ntk_eigenvalues,
-        ntk_eigenvectors,
-        ntk_init_params,
-        model_config,
-        config,
-        seed=seed,
-        dataset=data_report["dataset"],
+        *spectrum.experiment_inputs(), model_config, config, seed=seed, dataset=spectrum.dataset
     )
     return {partition_key(part, parts): out.table}, out.histories, out.params
 
 
 def measure_alignment(
-    prepared_inputs: np.ndarray,
-    data_report: dict[str, Any],
-    ntk_eigenvalues: np.ndarray,
-    ntk_eigenvectors: np.ndarray,
-    ntk_init_params: dict,
     eigen_training_trained_params: dict[str, Any],
     model_config: ModelConfig,
     eigen_training: EigenTasksConfig,
+    **stored_spectrum: Any,
 ) -> dict[str, Any]:
     """The trained networks' kernels against the kernel at θ0 (the alignment artifact)."""
+    spectrum = StoredSpectrum(**stored_spectrum)
     return network_alignment(
-        prepared_inputs,
-        int(data_report["num_train"]),
-        ntk_eigenvalues,
-        ntk_eigenvectors,
-        ntk_init_params,
-        eigen_training_trained_params,
-        model_config,
-        eigen_training,
+        *spectrum.experiment_inputs(), eigen_training_trained_params, model_config, eigen_training
     )
 
 

@@ -9,6 +9,7 @@ run does both, with one partition.
 from kedro.pipeline import Node, Pipeline
 
 from linearized_kedro import figures
+from linearized_kedro.experiments.eigen_tasks import StoredSpectrum
 
 from .nodes import measure_alignment, merge_partitions, train_partition
 
@@ -18,21 +19,9 @@ def create_pipeline(**kwargs) -> Pipeline:
         [
             Node(
                 train_partition,
-                [
-                    "prepared_inputs",
-                    "data_report",
-                    "prepared_sample_index",
-                    "ntk_eigenvalues",
-                    "ntk_eigenvectors",
-                    "ntk_report",
-                    "ntk_sample_index",
-                    "ntk_init_params",
-                    "params:model_config",
-                    "params:eigen_training",
-                    "params:label_idx",
-                    "params:linearize",
-                    "params:seed",
-                ],
+                StoredSpectrum.node_inputs(
+                    "model_config", "eigen_training", "label_idx", "linearize", "seed"
+                ),
                 [
                     "eigen_training_partitions",
                     "eigen_training_histories",
@@ -43,16 +32,11 @@ def create_pipeline(**kwargs) -> Pipeline:
             ),
             Node(
                 measure_alignment,
-                [
-                    "prepared_inputs",
-                    "data_report",
-                    "ntk_eigenvalues",
-                    "ntk_eigenvectors",
-                    "ntk_init_params",
-                    "eigen_training_trained_params",
-                    "params:model_config",
-                    "params:eigen_training",
-                ],
+                StoredSpectrum.node_inputs(
+                    "model_config",
+                    "eigen_training",
+                    eigen_training_trained_params="eigen_training_trained_params",
+                ),
                 "eigen_training_alignment",
                 name="measure_kernel_alignment",
                 tags=["eigen_training_sweep"],

@@ -3,6 +3,7 @@
 from kedro.pipeline import Node, Pipeline
 
 from linearized_kedro import figures
+from linearized_kedro.experiments.eigen_tasks import StoredSpectrum
 
 from .nodes import compare_init_and_pretrained_kernels
 
@@ -12,20 +13,9 @@ def create_pipeline(**kwargs) -> Pipeline:
         [
             Node(
                 compare_init_and_pretrained_kernels,
-                [
-                    "prepared_inputs",
-                    "data_report",
-                    "prepared_sample_index",
-                    "ntk_eigenvalues",
-                    "ntk_eigenvectors",
-                    "ntk_report",
-                    "ntk_sample_index",
-                    "ntk_init_params",
-                    "params:model_config",
-                    "params:pretrained_comparison",
-                    "params:label_idx",
-                    "params:seed",
-                ],
+                StoredSpectrum.node_inputs(
+                    "model_config", "pretrained_comparison", "label_idx", "seed"
+                ),
                 [
                     "pretrained_comparison_results",
                     "pretrained_comparison_histories",
