@@ -31,6 +31,7 @@ CI runs it, `pytest -m "not slow"` skips it.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -106,17 +107,9 @@ def project(tmp_path_factory) -> Path:
         ("nads,nad_training", NAD_RUN),
         ("reporting", EIGEN_RUN),
     ):
-        run_kedro(
-            project,
-            "run",
-            "--env",
-            ENV,
-            "--pipelines",
-            pipelines,
-            "--params",
-            _params(run),
-            timeout=600,
-        )
+        start = time.perf_counter()
+        run_kedro(project, "run", "--env", ENV, "--pipelines", pipelines, "--params", _params(run))
+        print(f"kedro run --pipelines {pipelines}: {time.perf_counter() - start:.0f} s")
     return project
 
 
@@ -175,19 +168,18 @@ def _pivot(table: pd.DataFrame, value: str) -> pd.DataFrame:
     return table.pivot_table(index="task_value", columns="kind", values=value, aggfunc="first")
 
 
-def _logits(
-    model_config: Any, variables: dict, x: np.ndarray, around: dict | None = None
-) -> np.ndarray:
-    """(N,) f(θ, x) at ``variables`` (BN in inference mode), or the linearisation
-    f(θ0, x) + J(θ0, x)(θ − θ0) around ``around`` = θ0's variables (SPEC §1.5)."""
-    params, state = split_variables(variables)
+def _logit_fn(model_config: Any, variables0: dict, linear: bool = False) -> Callable:
+    """jit f(θ, x) → (B,) logits, BN in inference mode with θ0's state; with ``linear``,
+    the linearisation f(θ0, x) + J(θ0, x)(θ − θ0) around θ0 (SPEC §1.5)."""
+    params0, state = split_variables(variables0)
     f = scalar_apply(build_model(model_config), state)
-    if around is not None:
-        f = linearize(f, split_variables(around)[0])
-    f = jax.jit(f)
-    return np.concatenate(
-        [np.asarray(f(params, x[i : i + 512])) for i in range(0, x.shape[0], 512)]
-    )
+    return jax.jit(linearize(f, params0) if linear else f)
+
+
+def _logits(fn: Callable, variables: dict, x: np.ndarray) -> np.ndarray:
+    """(N,) logits of ``fn`` at ``variables['params']``, in batches of 512."""
+    params = variables["params"]
+    return np.concatenate([np.asarray(fn(params, x[i : i + 512])) for i in range(0, len(x), 512)])
 
 
 def _accuracy(logits: np.ndarray, labels: np.ndarray) -> float:
@@ -204,16 +196,29 @@ def _untrained_accuracies(eigen: dict, split: str) -> pd.Series:
     x = np.asarray(eigen["prepared_inputs"], np.float32)
     n = int(eigen["data_report"]["num_train"])
     rows = slice(0, n) if split == "train" else slice(n, None)
-    logits = _logits(eigen["model_config"], eigen["ntk_init_params"], x[rows])
+    fn = _logit_fn(eigen["model_config"], eigen["ntk_init_params"])
+    logits = _logits(fn, eigen["ntk_init_params"], x[rows])
     return pd.Series({j: _accuracy(logits, _eigen_labels(eigen, j)[rows]) for j in EIGEN_INDICES})
 
 
-def _check(holds: Callable[..., tuple[bool, str]], real: tuple, control: tuple) -> None:
-    """The finding holds on the run and fails on the negative control."""
+def _r(values: dict) -> dict:
+    """A dict of statistics, rounded for messages."""
+    return {k: round(float(v), 3) for k, v in values.items()}
+
+
+def _check(
+    holds: Callable[..., tuple[bool, str]], real: tuple, control: tuple, control_name: str
+) -> None:
+    """The finding holds on the run and fails on the negative control.
+
+    Both outcomes are printed (``pytest -rP tests/test_science.py`` shows them).
+    """
     ok, detail = holds(*real)
+    print(f"{holds.__name__} on the run: {'holds' if ok else 'FAILS'}: {detail}")
     assert ok, f"finding does not hold on the run: {detail}"
     ok, detail = holds(*control)
-    assert not ok, f"finding also 'holds' on the negative control, so it proves nothing: {detail}"
+    print(f"{holds.__name__} on {control_name}: {'HOLDS' if ok else 'fails'}: {detail}")
+    assert not ok, f"finding also 'holds' on {control_name}, so it proves nothing: {detail}"
 
 
 # --- (a) accuracy falls with the index; both models rank the tasks alike ---------------------
@@ -233,7 +238,7 @@ def falls_with_index(acc: pd.DataFrame) -> tuple[bool, str]:
     same = spearmanr(acc["network"], acc["linear"]).statistic
     drop = {k: acc[k].iloc[:3].mean() - acc[k].iloc[-3:].mean() for k in acc}
     ok = all(r <= -0.8 for r in rho.values()) and same >= 0.8 and min(drop.values()) >= 0.2
-    return ok, f"rho(j, acc)={rho}, rho(network, linear)={same:.2f}, drop={drop}"
+    return ok, f"rho(j, acc)={_r(rho)}, rho(network, linear)={same:.2f}, drop={_r(drop)}"
 
 
 def test_a_accuracy_falls_with_index_same_ranking(eigen):
@@ -246,13 +251,15 @@ def test_a_accuracy_falls_with_index_same_ranking(eigen):
     rng = np.random.default_rng(0)
     control = {}
     for kind in ("network", "linear"):
+        fn = _logit_fn(eigen["model_config"], eigen["ntk_init_params"], kind == "linear")
         for j in acc.index:
             variables = eigen["eigen_training_trained_params"][f"{kind}_{j}"]
-            around = eigen["ntk_init_params"] if kind == "linear" else None
-            logits = _logits(eigen["model_config"], variables, x[n:], around)
-            shuffled = rng.permutation(_eigen_labels(eigen, j)[n:])
-            control.setdefault(kind, {})[j] = _accuracy(logits, shuffled)
-    _check(falls_with_index, (acc,), (pd.DataFrame(control),))
+            logits = _logits(fn, variables, x[n:])
+            labels = _eigen_labels(eigen, j)[n:]
+            # The stored models are the ones the table scored (else the control is moot).
+            assert _accuracy(logits, labels) == pytest.approx(acc.loc[j, kind], abs=1e-6)
+            control.setdefault(kind, {})[j] = _accuracy(logits, rng.permutation(labels))
+    _check(falls_with_index, (acc,), (pd.DataFrame(control),), "shuffled test labels")
 
 
 # --- (b) the linearisation beats the network at low-to-mid indices; the network fits -------
@@ -280,10 +287,11 @@ def test_b_linearisation_beats_the_network_which_fits_its_training_set(eigen):
     # Control 1: the linearisation point equal to the network, i.e. the network's own
     # accuracies in place of the linearisation's: no gap.
     same = test_acc[["network"]].assign(linear=test_acc["network"])
-    _check(linear_wins_while_network_fits, real, (same, net_train))
+    _check(linear_wins_while_network_fits, real, (same, net_train), "network as linearisation")
     # Control 2: the untrained network (θ0) in place of the trained one does not fit.
     untrained = _untrained_accuracies(eigen, "train").loc[list(LOW)]
-    _check(linear_wins_while_network_fits, real, (test_acc[["network", "linear"]], untrained))
+    control = (test_acc[["network", "linear"]], untrained)
+    _check(linear_wins_while_network_fits, real, control, "the untrained network")
 
 
 # --- (c) at high indices the linearisation underfits its training set -----------------------
@@ -306,7 +314,7 @@ def test_c_linearisation_underfits_at_high_indices(eigen):
     real = train_acc.loc[list(HIGH), ["network", "linear"]]
     # Control: the same statement at the lowest indices, where λ_j is large, fails.
     control = train_acc.loc[list(LOW[:3]), ["network", "linear"]]
-    _check(linearisation_underfits, (real,), (control,))
+    _check(linearisation_underfits, (real,), (control,), f"low indices {LOW[:3]}")
 
 
 # --- (d) j = 0 is a one-class task, and it is flagged ---------------------------------------
@@ -343,7 +351,7 @@ def test_d_index_zero_is_one_class_and_flagged(eigen):
     real = (table[table["task_value"] == 0], _summary_row(summary, marker, 0))
     # Control: j = 1, a real two-class task, is neither one-class nor flagged.
     control = (table[table["task_value"] == 1], _summary_row(summary, marker, 1))
-    _check(one_class_and_flagged, real, control)
+    _check(one_class_and_flagged, real, control, "j = 1")
     # The statistics of the summary exclude it: its stated index range starts at 1.
     assert "excluding j = 0" in summary.split(marker, 1)[1]
 
@@ -388,13 +396,13 @@ def test_e_kernel_rotates_toward_target_more_on_train(eigen):
         j: {**run, "train_end": run["train_init"], "test_end": run["test_init"]}
         for j, run in runs.items()
     }
-    _check(rotates_more_on_train, real, (frozen, {j: j for j in runs}))
+    _check(rotates_more_on_train, real, (frozen, {j: j for j in runs}), "θ0 as the end point")
     # Control 2: the trained kernels read at an index they were not trained on (j + 37:
     # outside every target's ±5 neighbourhood and not itself a target).
     k = len(eigen["ntk_eigenvalues"])
     others = {j: (j + 37) % k or 1 for j in runs}
     assert not set(others.values()) & set(EIGEN_INDICES)
-    _check(rotates_more_on_train, real, (runs, others))
+    _check(rotates_more_on_train, real, (runs, others), "non-target indices j + 37")
 
 
 # --- (f) the pretrained-kernel linear model ≈ the network, clearly below the init kernel ----
@@ -423,7 +431,7 @@ def test_f_pretrained_kernel_generalises_like_the_network(eigen):
     # Control: θ0 in place of the pretrained point: the kernel at initialisation, i.e. the
     # linear_init model, where the pretrained-kernel model stood.
     control = real.assign(linear_pretrained=real["linear_init"])
-    _check(pretrained_kernel_like_network, (real,), (control,))
+    _check(pretrained_kernel_like_network, (real,), (control,), "θ0 as the pretrained point")
 
 
 # --- (g) NAD accuracy falls with the NAD index -----------------------------------------------
@@ -441,7 +449,7 @@ def nad_accuracy_falls(acc: pd.DataFrame) -> tuple[bool, str]:
     drop = {k: acc[k].iloc[0] - acc[k].iloc[-2:].mean() for k in acc}
     rho = {k: spearmanr(acc.index, acc[k]).statistic for k in acc}
     ok = min(drop.values()) >= 0.2 and max(rho.values()) <= -0.7
-    return ok, f"drop={drop}, rho={rho}"
+    return ok, f"drop={_r(drop)}, rho={_r(rho)}"
 
 
 def test_g_nad_accuracy_falls_with_nad_index(nad):
@@ -451,6 +459,7 @@ def test_g_nad_accuracy_falls_with_nad_index(nad):
     model = nad_model_config(nad["model_config"], nad["nads_params"])
     shape = tuple(nad["nads_params"].input_shape)
     settings = nad["nad_training_params"]
+    untrained = _logit_fn(model, nad["nads_init_params"])
     control = {}
     for j in NAD_INDICES:
         _, noise_key, label_key = nad_task_keys(nad["seed"], j)
@@ -464,6 +473,7 @@ def test_g_nad_accuracy_falls_with_nad_index(nad):
             noise_key=noise_key,
             label_key=label_key,
         )
-        logits = _logits(model, nad["nads_init_params"], data["test_x"])
+        logits = _logits(untrained, nad["nads_init_params"], data["test_x"])
         control[j] = _accuracy(logits, data["test_y"])
-    _check(nad_accuracy_falls, (acc,), (pd.DataFrame({"untrained": control}),))
+    control = (pd.DataFrame({"untrained": control}),)
+    _check(nad_accuracy_falls, (acc,), control, "the untrained network")
