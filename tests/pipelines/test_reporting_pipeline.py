@@ -186,13 +186,18 @@ def test_gaps_are_reported_per_index_band_not_across_the_sign_change():
 
 def test_fit_and_underfit_are_reported():
     accs = {1: (0.9, 0.95), 2: (0.85, 0.9), 500: (0.55, 0.5)}
-    table = _eigen_table(accs)
+    table = _eigen_table(accs)  # network train 1.0, linear train 0.9 (fakes)
     table.loc[(table["task_value"] == 500) & (table["kind"] == "linear"), "train_accuracy"] = 0.8
+    table.loc[(table["task_value"] == 1) & (table["kind"] == "linear"), "train_accuracy"] = 0.99
     facts = _facts(eigen_evidence(table, Thresholds()))
-    assert (
-        facts["network train accuracy ≥ 0.99 (fits its training set)"] == "at 3 of 3 tasks (min 1)"
-    )
-    assert facts["linear train accuracy < 0.95 (underfits its training set)"] == "at j = 1, 2, 500"
+    fits = "network train accuracy ≥ 0.95 (fits its training set)"
+    under = "linear train accuracy < 0.95 (underfits its training set)"
+    assert facts[fits] == "at 3 of 3 tasks (min 1)"
+    assert facts[under] == "at j = 2, 500"
+    # Control: a network short of its training set at j = 2 is not counted as fitting.
+    table.loc[(table["task_value"] == 2) & (table["kind"] == "network"), "train_accuracy"] = 0.9
+    facts = _facts(eigen_evidence(table, Thresholds()))
+    assert facts[fits] == "at 2 of 3 tasks (min 0.9)"
     facts = _facts(eigen_evidence(table, Thresholds(underfit=0.85)))
     assert facts["linear train accuracy < 0.85 (underfits its training set)"] == "at j = 500"
 

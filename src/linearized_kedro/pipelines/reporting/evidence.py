@@ -52,7 +52,7 @@ RUN_SETTINGS = (
 class Thresholds:
     """What the statistics call "fits its training set" and "underfits" (``reporting:``)."""
 
-    fit: float = 0.99
+    fit: float = 0.95
     underfit: float = 0.95
     overfit_gap: float = 0.05
 

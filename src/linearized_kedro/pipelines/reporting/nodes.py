@@ -191,7 +191,7 @@ class ReportingParams(Config):
     max_scalars: int = 12
     embed_figures: bool = True
     accumulate: bool = True
-    fit_threshold: float = 0.99
+    fit_threshold: float = 0.95
     underfit_threshold: float = 0.95
     overfit_gap: float = 0.05
     title: str = "What can linearised networks say about generalisation? Results summary"
