@@ -438,3 +438,17 @@ def test_history_catalog_entries_read_every_version_of_their_artifact(tmp_path, 
     found = versions_of(catalog.get("eigen_training_results_history").load(), path.stem)
     assert sorted(found) == [V1, V2]
     assert len(found[V1]()) == len(table)
+
+
+def test_summary_figure_leaves_one_class_runs_out_of_the_alignment_panel():
+    from linearized_kedro.pipelines.reporting.nodes import _without_one_class
+
+    table = _eigen_table({0: (1.0, 1.0), 1: (0.9, 0.95), 10: (0.7, 0.8)})
+    alignment = _alignment({0: (120.0, 50.0), 1: (2.0, 1.0), 10: (3.0, 1.0)})
+    assert list(_without_one_class(alignment, table)["runs"]) == ["1", "10"]
+    # Control: a table where j = 0 is a real two-class task keeps its run.
+    assert list(_without_one_class(alignment, table.assign(degenerate=False))["runs"]) == [
+        "0",
+        "1",
+        "10",
+    ]

@@ -391,9 +391,19 @@ def _without_version(value: Any) -> Any:
     return value
 
 
+def _without_one_class(alignment: Any, table: pd.DataFrame | None) -> Any:
+    """The alignment without the runs of one-class tasks: j = 0's concentration (tens to
+    hundreds) would set the panel's scale and flatten every other run."""
+    if not alignment or table is None:
+        return alignment
+    one_class = {str(int(j)) for j in table.loc[table["degenerate"].astype(bool), "task_value"]}
+    runs = {j: run for j, run in (alignment.get("runs") or {}).items() if j not in one_class}
+    return {**alignment, "runs": runs}
+
+
 def _summary_figure(sections: list[Section], results: dict[str, Any], title: str):
     missing = {
-        panel: f"not run yet:\n{s.command}"
+        panel: s.command  # the figure says "not run yet" itself
         for s in sections
         if not s.found
         for panel in _PANELS[s.experiment.key]
@@ -403,7 +413,9 @@ def _summary_figure(sections: list[Section], results: dict[str, Any], title: str
         ntk_eigenvalues=get("ntk_eigenvalues"),
         ntk_report=get("ntk_report"),
         eigen_results=get("eigen_training_results"),
-        alignment=get("eigen_training_alignment"),
+        alignment=_without_one_class(
+            get("eigen_training_alignment"), get("eigen_training_results")
+        ),
         comparison_results=get("pretrained_comparison_results"),
         nad_eigenvalues=get("nads_eigenvalues"),
         nads_report=get("nads_report"),
