@@ -141,6 +141,8 @@ def test_summary_reports_numbers_settings_versions_and_commands():
     ):
         assert snippet in markdown, snippet
     assert "- λ_0 / λ_1000" not in markdown  # k = 4: no ratio at an index the run lacks
+    # CIFAR-2's training-set size is its task axis, not a run setting.
+    assert "*Run settings:* test samples 50, epochs 3" in markdown.split("## CIFAR-2")[1]
     assert markdown.count("**Not run yet.**") == 2
     assert html_text.count("data:image/png;base64,") == 1 and "<table" in html_text
     assert figure_has_data(fig)

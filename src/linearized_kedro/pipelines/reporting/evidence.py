@@ -89,13 +89,14 @@ def signed(value: float) -> str:
 def run_settings(table: pd.DataFrame) -> str:
     """One line of the settings a results table was made with (``varies`` where rows differ)."""
     parts = []
+    sizes_are_tasks = "task_axis" in table and (table["task_axis"] == "num_train").any()
     for column, label in RUN_SETTINGS:
         if column not in table:
             continue
         values = table[column].dropna().unique()
         if len(values) == 0:
             continue
-        if column == "num_train" and (table.get("task_axis") == "num_train").any():
+        if column == "num_train" and sizes_are_tasks:  # CIFAR-2: the task axis
             continue
         parts.append(f"{label} {fmt(values[0]) if len(values) == 1 else 'varies'}")
     return ", ".join(parts)
