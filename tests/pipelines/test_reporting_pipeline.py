@@ -131,7 +131,7 @@ def test_summary_reports_numbers_settings_versions_and_commands():
         "3.200e-09",
         # run settings of the eigenfunction table, train beside test accuracy
         "*Run settings:* train samples 100, test samples 50, k 100, epochs 3, batch 32",
-        "train acc (network) | test acc (network) | train acc (linear) | test acc (linear)",
+        "train acc (network) | test acc (network) | train acc (linearisation) | test acc (linearisation)",
         "| 1000 | 0.6 | 0.6 | 0.6 | 0.99 | 0.7 | failed | failed | diverged: failed (linear) |",
         "D (input dimension = number of NADs): 4",
         "`ntk_eigenvalues` 2026-11-30T01.00.00.000Z",  # the version read
@@ -172,11 +172,11 @@ def test_gaps_are_reported_per_index_band_not_across_the_sign_change():
     # one mean over all indices would say ~0.
     accs = {1: (0.8, 0.9), 2: (0.8, 0.9), 5: (0.7, 0.8), 100: (0.7, 0.6), 200: (0.6, 0.5)}
     facts = dict(band_gaps(_eigen_table(accs), "linear", "network", "j"))
-    assert facts["linear − network test accuracy, lower indices (j = 1–5)"].startswith(
-        "mean +0.100; linear ahead at 3 of 3"
+    assert facts["linearisation − network test accuracy, lower indices (j = 1–5)"].startswith(
+        "mean +0.100; linearisation ahead at 3 of 3"
     )
-    assert facts["linear − network test accuracy, upper indices (j = 100–200)"].startswith(
-        "mean -0.100; linear ahead at 0 of 2, network at 2"
+    assert facts["linearisation − network test accuracy, upper indices (j = 100–200)"].startswith(
+        "mean -0.100; linearisation ahead at 0 of 2, network at 2"
     )
     assert facts["indices where the network is ahead"] == "100, 200"
     # Control: without a sign change both bands have the same sign and no index is listed.
@@ -193,7 +193,7 @@ def test_fit_and_underfit_are_reported():
     table.loc[(table["task_value"] == 1) & (table["kind"] == "linear"), "train_accuracy"] = 0.99
     facts = _facts(eigen_evidence(table, Thresholds()))
     fits = "network train accuracy ≥ 0.95 (fits its training set)"
-    under = "linear train accuracy < 0.95 (underfits its training set)"
+    under = "linearisation train accuracy < 0.95 (underfits its training set)"
     assert facts[fits] == "at 3 of 3 tasks (min 1)"
     assert facts[under] == "at j = 2, 500"
     # Control: a network short of its training set at j = 2 is not counted as fitting.
@@ -201,7 +201,7 @@ def test_fit_and_underfit_are_reported():
     facts = _facts(eigen_evidence(table, Thresholds()))
     assert facts[fits] == "at 2 of 3 tasks (min 0.9)"
     facts = _facts(eigen_evidence(table, Thresholds(underfit=0.85)))
-    assert facts["linear train accuracy < 0.85 (underfits its training set)"] == "at j = 500"
+    assert facts["linearisation train accuracy < 0.85 (underfits its training set)"] == "at j = 500"
 
 
 def _alignment(gains: dict[int, tuple[float, float]], **settings) -> dict:

@@ -29,7 +29,7 @@ FAILED_NOTE = "diverged: failed"
 
 KIND_LABELS = {
     "network": "network",
-    "linear": "linear",
+    "linear": "linearisation",
     "linear_init": "kernel at θ0",
     "linear_pretrained": "kernel at θ_end",
 }
@@ -265,7 +265,8 @@ def fit_facts(table: pd.DataFrame, thresholds: Thresholds, symbol: str) -> list:
         under = lin.index[lin < thresholds.underfit]
         facts.append(
             (
-                f"linear train accuracy < {thresholds.underfit:g} (underfits its training set)",
+                f"linearisation train accuracy < {thresholds.underfit:g} "
+                "(underfits its training set)",
                 f"at {symbol} = {_list(under)}" if len(under) else "nowhere",
             )
         )
