@@ -225,10 +225,6 @@ class Section:
     command: str = ""
     versions: dict[str, str | None] = field(default_factory=dict)
 
-    @property
-    def table(self) -> pd.DataFrame | None:
-        return self.tables[0][1] if self.tables else None
-
 
 def run_command(experiment: Experiment, dataset: str, model: str) -> str:
     """The ``kedro run`` command that produces ``experiment`` for this dataset and model."""
