@@ -205,7 +205,7 @@ def draw_concentration(ax: Axes, runs: list[AlignmentRun]) -> None:
     ax.set_xticks(range(len(runs)), [str(run.target) for run in runs])
     ax.set_xlim(-0.6, len(runs) - 0.4)
     ax.set_xlabel("trained eigen-index j")
-    ax.set_ylabel("quotient at j / mean of neighbours")
+    ax.set_ylabel("quotient at j / median of neighbours")
     ax.set_title("Kernel concentration on the target")
     ax.legend(loc="upper left")
 

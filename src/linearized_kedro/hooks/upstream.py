@@ -89,7 +89,13 @@ class UpstreamArtifactsHook:
         missing: dict[str, list[str]] = {}
         versions: dict[str, str | None] = {}
         for name in sorted(pipeline.inputs()):
-            if name.startswith("params:") or name == "parameters" or name not in made_by:
+            if name.startswith("params:") or name == "parameters":
+                continue
+            if name not in made_by:
+                # Read-only views of produced artifacts (e.g. reporting's version
+                # histories) that have nothing to show yet read as None, like the rest.
+                if name in tolerant and name not in strict and not catalog.exists(name):
+                    catalog[name] = MissingArtifact(name, "the experiment it summarises")
                 continue
             if catalog.exists(name):
                 versions[name] = resolved_version(catalog, name)

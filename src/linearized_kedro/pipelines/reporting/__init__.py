@@ -1,4 +1,4 @@
-"""reporting: the latest result of every experiment → one Markdown/HTML summary + figure."""
+"""reporting: every experiment's results (accumulated over runs of one setting) → one summary."""
 
 from .pipeline import create_pipeline
 

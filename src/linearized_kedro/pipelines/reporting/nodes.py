@@ -1,42 +1,76 @@
-"""Nodes of ``reporting``: the latest result of every experiment → one summary.
+"""Nodes of ``reporting``: every experiment's stored results → one summary of the evidence.
 
-The summary tells the paper's story in one place (docs/methods.md §2): the NTK spectrum, the
-eigenfunction benchmark (network vs linearisation), the pretrained-kernel comparison,
-NADs and training on them, and CIFAR-2. Experiments that have not run are listed with
-the command that produces them.
+The summary tells the paper's story in one place (docs/methods.md §2), each claim cited by where it
+comes from: the paper's text (docs/methods.md §2.1), what was measured at toy scale (docs/methods.md §2.3), or a
+recollection of the paper's figures (docs/methods.md §2.2, marked as such). Under each claim: the run
+settings, the version(s) read, and the evidence (``evidence``): train and test accuracy
+beside the class balance and the majority baseline, one-class tasks marked and left out of
+the statistics, gaps per index band, alignment against its θ0 baseline. Result tables are
+accumulated over every saved version of the same settings (``history``), so a later run
+of one index adds to the table instead of replacing it. Experiments that have not run are
+listed with the command that produces them.
 """
 
 from __future__ import annotations
 
-import base64
 import datetime as _dt
-import html
+import io
 import logging
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 import numpy as np
 import pandas as pd
-from scipy.stats import spearmanr
 
 from linearized_kedro import figures
-from linearized_kedro.core.config import Config, from_mapping
+from linearized_kedro.core.config import Config, ConfigError, from_mapping
 from linearized_kedro.experiments.data import DataConfig
 
+from . import evidence as ev
+from .evidence import ONE_CLASS_NOTE, fmt
+from .history import Accumulated, accumulate_alignment, accumulate_table
+from .render import markdown_table, render_html, render_markdown
+
 logger = logging.getLogger(__name__)
+
+__all__ = [
+    "EXPERIMENTS",
+    "ONE_CLASS_NOTE",
+    "Experiment",
+    "ReportingParams",
+    "Section",
+    "accuracy_table",
+    "markdown_table",
+    "run_command",
+    "summarize_experiments",
+]
+
+HISTORY_SUFFIX = "_history"
+"""``<artifact>_history``: every saved version of ``<artifact>`` (a PartitionedDataset)."""
 
 
 @dataclass(frozen=True)
 class Experiment:
-    """One experiment of the summary: its pipeline, its artifacts and the paper's claim."""
+    """One experiment of the summary: its pipeline, its artifacts and what it should show.
+
+    Attributes:
+        claims: the findings this experiment tests, each citing docs/methods.md §2.1 (paper text),
+            §2.3 (measured at toy scale) or §2.2 (recollection, marked as such).
+        accumulated: artifacts whose versions are merged (``<artifact>_history`` inputs).
+    """
 
     key: str
     title: str
     pipeline: str
     artifacts: tuple[str, ...]
-    claim: str
+    claims: tuple[str, ...]
     keyed_by_dataset: bool = True
     needs: str | None = None
+    accumulated: tuple[str, ...] = ()
+
+    @property
+    def claim(self) -> str:
+        return " ".join(self.claims)
 
 
 EXPERIMENTS: tuple[Experiment, ...] = (
@@ -45,37 +79,59 @@ EXPERIMENTS: tuple[Experiment, ...] = (
         "Empirical NTK spectrum at initialisation",
         "ntk_spectrum",
         ("ntk_report", "ntk_eigenvalues"),
-        "The eigenvalues of the NTK Gram span many orders of magnitude (LeNet on digits: "
-        "λ0/λ1000 ≈ 10⁶, docs/methods.md §2.3); its eigenvectors define tasks of graded difficulty.",
+        (
+            "docs/methods.md §2.3 (measured at toy scale): the eigenvalues span many orders of magnitude; "
+            "for LeNet on all 1 797 digits λ_0 = 1.2·10⁴, λ_100 = 1.34, λ_1000 = 0.0095 "
+            "(λ_0 / λ_1000 ≈ 1.3·10⁶), which is why the Gram and its eigensolver need float64 "
+            "(docs/methods.md §3.1). The ratios below are for this run's indices.",
+        ),
     ),
     Experiment(
         "eigen_training",
         "Eigenfunction benchmark: network vs linearisation",
         "eigen_training",
         ("eigen_training_results", "eigen_training_alignment"),
-        "Test accuracy falls with the eigenfunction index for both models, which rank the "
-        "tasks alike (the linearisation ranks task difficulty); for CNNs the linearisation "
-        "often beats the network (no universal non-linear advantage). After training on j, "
-        "the kernel's energy peaks at j, more on train than on test (docs/methods.md §2.1-2.2).",
+        (
+            "docs/methods.md §2.1 items 1–2 (paper text): the linearisation ranks task difficulty as the "
+            "network does, and there is no universal advantage of the non-linear network: on "
+            "NTK-eigenfunction tasks the network can be worse than its linearisation.",
+            "docs/methods.md §2.3 (a)–(d) (measured at toy scale): accuracy falls with j for both models, "
+            "in the same order; at low-to-mid j the linearisation wins while the network fits "
+            "its training set; at high j the linearisation underfits its training set (it "
+            "moves along u_j at a speed ∝ λ_j, docs/methods.md §1.5); j = 0 is a one-class task.",
+            "docs/methods.md §2.1 item 4 (paper text): the kernel rotates towards the target during "
+            "training, which the authors name as the main reason the networks overfit. SPEC "
+            "§2.3 (measured, LeNet): the end kernel concentrates on u_j more on train than on "
+            "test. Read each split's end value against its θ0 value (docs/methods.md §3.2 step 5).",
+        ),
         needs="ntk_spectrum",
+        accumulated=("eigen_training_results", "eigen_training_alignment"),
     ),
     Experiment(
         "pretrained_comparison",
         "Kernel at initialisation vs kernel after training",
         "pretrained_comparison",
         ("pretrained_comparison_results",),
-        "A linear model with the NTK of the trained network generalises like the network, "
-        "i.e. worse than the linear model with the NTK at θ0: kernel evolution causes the "
-        "overfitting (docs/methods.md §2.2).",
+        (
+            "docs/methods.md §2.1 item 4 (paper text, v1 abstract): a linearisation at the end of "
+            "training accounts for the network's behaviour better than one at initialisation.",
+            "docs/methods.md §2.3, §3.5 (measured at toy scale): the linear model with the trained "
+            "network's kernel generalises about as badly as the network, clearly worse than "
+            "the linear model with the kernel at θ0.",
+        ),
         needs="ntk_spectrum",
+        accumulated=("pretrained_comparison_results",),
     ),
     Experiment(
         "nads",
         "Neural anisotropy directions (NADs)",
         "nads",
         ("nads_report", "nads_eigenvalues", "nads_images"),
-        "NADs are the singular vectors of ∂²f/∂θ∂x; they look like structured, "
-        "Fourier-like patterns (docs/methods.md §2.1 item 3).",
+        (
+            "docs/methods.md §2.1 item 3 (paper text): NADs are the singular vectors of ∂²f/∂θ∂x (here "
+            "all D of them, exactly, docs/methods.md §3.3). That they look like structured, Fourier-like "
+            "patterns is a recollection of the paper's figures (docs/methods.md §2.2), not checked here.",
+        ),
         keyed_by_dataset=False,
     ),
     Experiment(
@@ -83,20 +139,35 @@ EXPERIMENTS: tuple[Experiment, ...] = (
         "Training on NAD-aligned separable data",
         "nad_training",
         ("nad_training_results",),
-        "Accuracy is high for the first NADs and drops for later ones, for the network and "
-        "for its linearisation (docs/methods.md §2.2).",
+        (
+            "docs/methods.md §2.3 (measured, LeNet-GeLU, 4 000 samples, 30 epochs): both models order "
+            "the NADs alike, accuracy falls with the NAD index, and with this budget the "
+            "network beats its linearisation. That the paper's figure shows the same fall for "
+            "both is a recollection (docs/methods.md §2.2).",
+        ),
         keyed_by_dataset=False,
         needs="nads",
+        accumulated=("nad_training_results",),
     ),
     Experiment(
         "cifar2",
         "CIFAR-2 (classes 0-4 vs 5-9): network vs linearisation by training-set size",
         "cifar2",
         ("cifar2_results",),
-        "On this natural task networks beat their linearisations (ResNet18 most); the gap "
-        "depends on the number of training samples (docs/methods.md §2.2).",
+        (
+            "docs/methods.md §2.1 item 2 (paper text): the sign and size of the network − linearisation "
+            "gap depend on the architecture, the number of training samples and the task. "
+            "That networks beat their linearisations on CIFAR-2, ResNet18 most, is a "
+            "recollection of the paper's table (docs/methods.md §2.2).",
+        ),
+        accumulated=("cifar2_results",),
     ),
 )
+
+
+def history_inputs() -> tuple[str, ...]:
+    """The ``<artifact>_history`` datasets the summary reads."""
+    return tuple(f"{name}{HISTORY_SUFFIX}" for e in EXPERIMENTS for name in e.accumulated)
 
 
 @dataclass(frozen=True)
@@ -106,7 +177,12 @@ class ReportingParams(Config):
     Attributes:
         top_eigenvalues: how many leading eigenvalues the summary lists.
         max_scalars: how many scalar entries of a JSON report are listed.
-        embed_figures: embed every pipeline's PNG figure in the HTML report.
+        embed_figures: embed the summary figure in the HTML report.
+        accumulate: merge the saved versions of each result that share its settings.
+        fit_threshold: train accuracy from which a model "fits its training set".
+        underfit_threshold: train accuracy below which a linearisation "underfits".
+        overfit_gap: network train − test accuracy from which it "overfits" (alignment).
+        title: the report's title.
     """
 
     SECTION: ClassVar[str] = "reporting"
@@ -114,8 +190,25 @@ class ReportingParams(Config):
     top_eigenvalues: int = 5
     max_scalars: int = 12
     embed_figures: bool = True
+    accumulate: bool = True
+    fit_threshold: float = 0.95
+    underfit_threshold: float = 0.95
+    overfit_gap: float = 0.05
     title: str = "What can linearised networks say about generalisation? Results summary"
     extra: dict = field(default_factory=dict)
+
+    def validate(self) -> None:
+        for name in ("fit_threshold", "underfit_threshold", "overfit_gap"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise ConfigError(
+                    f"reporting.{name} is an accuracy in [0, 1]; got {getattr(self, name)}."
+                )
+        if self.top_eigenvalues < 1 or self.max_scalars < 0:
+            raise ConfigError("reporting.top_eigenvalues must be >= 1, max_scalars >= 0.")
+
+    @property
+    def thresholds(self) -> ev.Thresholds:
+        return ev.Thresholds(self.fit_threshold, self.underfit_threshold, self.overfit_gap)
 
 
 @dataclass
@@ -125,8 +218,10 @@ class Section:
     experiment: Experiment
     found: bool
     facts: list[tuple[str, str]] = field(default_factory=list)
-    table: pd.DataFrame | None = None
-    table_caption: str = ""
+    tables: list[tuple[str, pd.DataFrame]] = field(default_factory=list)
+    subsections: list[tuple[str, str, ev.Evidence]] = field(default_factory=list)
+    settings: str = ""
+    provenance: list[str] = field(default_factory=list)
     command: str = ""
     versions: dict[str, str | None] = field(default_factory=dict)
 
@@ -141,40 +236,10 @@ def run_command(experiment: Experiment, dataset: str, model: str) -> str:
     return f"kedro run --pipelines {experiment.pipeline} --params {params}"
 
 
-def _fmt(value: Any) -> str:
-    if value is None:
-        return "—"
-    if isinstance(value, bool | np.bool_):
-        return str(bool(value))
-    if isinstance(value, int | np.integer):
-        return str(int(value))
-    if isinstance(value, float | np.floating):
-        if np.isnan(value):
-            return "failed"
-        if value != 0 and (abs(value) >= 1e4 or abs(value) < 1e-3):
-            return f"{value:.3e}"
-        return f"{value:.4g}"
-    return str(value)
-
-
-def markdown_table(table: pd.DataFrame) -> str:
-    """A DataFrame as a GitHub Markdown table (index as first column; NaN → "failed")."""
-    head = [str(table.index.name or "")] + [str(c) for c in table.columns]
-    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    for index, row in table.iterrows():
-        cells = [_fmt(index)] + [_fmt(v) for v in row.tolist()]
-        lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines)
-
-
 def accuracy_table(
     results: pd.DataFrame, index_column: str, kind_column: str = "kind"
 ) -> pd.DataFrame:
     """Test accuracy by ``index_column`` × kind (diverged runs NaN → "failed").
-
-    Args:
-        results: a results table with ``index_column``, ``kind_column``,
-            ``test_accuracy`` and optionally ``eigenvalue`` / ``majority_baseline_test``.
 
     Returns:
         One row per index value; one ``test acc (<kind>)`` column per kind, plus the
@@ -195,122 +260,113 @@ def accuracy_table(
     return table
 
 
-def _first_column(table: pd.DataFrame, candidates: tuple[str, ...]) -> str | None:
-    return next((c for c in candidates if c in table.columns), None)
+def _provenance(name: str, merged: Accumulated | None) -> list[str]:
+    """Lines saying which versions a merged result comes from and which were left out."""
+    if merged is None or not merged.used:
+        return []
+    unit = "runs" if name.endswith("alignment") else "rows"
+    used = ", ".join(f"{v or 'unversioned'} ({n} {unit})" for v, n in merged.used.items())
+    lines = [f"`{name}` accumulated from {len(merged.used)} version(s): {used}"]
+    if len(merged.used) == 1:
+        lines = []  # one version: "Versions read" already says which
+    if merged.other_settings:
+        lines.append(
+            f"`{name}`: {len(merged.other_settings)} older version(s) with other settings "
+            f"not included (latest {max(merged.other_settings)})"
+        )
+    if merged.unreadable:
+        lines.append(
+            f"`{name}`: {len(merged.unreadable)} version(s) unreadable by this code, "
+            f"skipped: {', '.join(sorted(merged.unreadable))}"
+        )
+    return lines
 
 
-def _scalars(report: dict[str, Any], limit: int) -> list[tuple[str, str]]:
-    items = [
-        (key, _fmt(value))
-        for key, value in report.items()
-        if isinstance(value, str | int | float | bool) and value is not None
-    ]
-    return items[:limit]
-
-
-def _ranking_facts(results: pd.DataFrame, index_column: str, kind_column: str) -> list:
-    """Agreement of the two kinds' task rankings and the mean accuracy gap."""
-    facts = []
-    pivot = results.pivot_table(
-        index=index_column, columns=kind_column, values="test_accuracy", aggfunc="first"
-    )
-    if {"linear_init", "linear_pretrained"} <= set(pivot.columns):
-        both = pivot[["linear_init", "linear_pretrained"]].dropna()
-        if len(both):
-            gap = float((both["linear_pretrained"] - both["linear_init"]).mean())
-            facts.append(("mean test-accuracy gap, kernel at θ_end − kernel at θ0", f"{gap:+.3f}"))
-    if {"network", "linear"} <= set(pivot.columns):
-        both = pivot[["network", "linear"]].dropna()
-        if len(both) >= 3:
-            rho = spearmanr(both["network"], both["linear"]).statistic
-            facts.append(("Spearman ρ of task rankings (network vs linear)", _fmt(float(rho))))
-        if len(both):
-            gap = float((both["linear"] - both["network"]).mean())
-            facts.append(("mean test-accuracy gap, linear − network", f"{gap:+.3f}"))
-    return facts
+def _merge(
+    experiment: Experiment,
+    results: dict[str, Any],
+    versions: dict[str, str | None],
+    params: ReportingParams,
+) -> dict[str, Accumulated | None]:
+    merged: dict[str, Accumulated | None] = {}
+    for name in experiment.accumulated:
+        history = results.get(f"{name}{HISTORY_SUFFIX}") if params.accumulate else None
+        accumulate = accumulate_alignment if name.endswith("alignment") else accumulate_table
+        merged[name] = accumulate(results.get(name), history, name, versions.get(name))
+        if merged[name] is not None:
+            results[name] = merged[name].data
+    return merged
 
 
 def _section(
     experiment: Experiment,
     results: dict[str, Any],
+    versions: dict[str, str | None],
     params: ReportingParams,
     dataset: str,
     model: str,
 ) -> Section:
-    data = {name: results.get(name) for name in experiment.artifacts}
     section = Section(
         experiment,
-        found=any(value is not None for value in data.values()),
+        found=any(results.get(name) is not None for name in experiment.artifacts),
         command=run_command(experiment, dataset, model),
+        versions={name: versions.get(name) for name in experiment.artifacts},
     )
     if not section.found:
         return section
-    top = params.top_eigenvalues
+    merged = _merge(experiment, results, versions, params)
+    for name, accumulated in merged.items():
+        section.provenance += _provenance(name, accumulated)
+    data = {name: results.get(name) for name in experiment.artifacts}
+    thresholds = params.thresholds
+    found: ev.Evidence | None = None
     if experiment.key == "spectrum":
         report = data["ntk_report"] or {}
         values = data["ntk_eigenvalues"]
         if values is None and "eigenvalues" in report:
             values = np.asarray(report["eigenvalues"])
-        facts = [
-            ("N (samples)", _fmt(report.get("n"))),
-            ("k (eigenpairs)", _fmt(report.get("k"))),
-            ("parameters P", _fmt(report.get("num_params"))),
-            ("solver", _fmt(report.get("solver"))),
-            ("max residual ‖Ku − λu‖/|λ|", _fmt(report.get("max_residual"))),
-        ]
-        if values is not None and len(values):
-            values = np.asarray(values, np.float64)
-            facts[2:2] = [
-                ("λ0", _fmt(values[0])),
-                (f"λ_{len(values) - 1} (last)", _fmt(values[-1])),
-                ("λ0 / λ_last", _fmt(values[0] / values[-1]) if values[-1] else "∞"),
-            ]
-        timings = report.get("timings") or {}
-        facts += [(f"time: {k}", f"{v:.1f} s") for k, v in timings.items()]
-        section.facts = facts
-    elif experiment.key in ("eigen_training", "nad_training", "pretrained_comparison"):
-        table = data[experiment.artifacts[0]]
-        kind_column = "kind"
-        index_column = (
-            _first_column(table, ("task_value", "label_idx", "nad_idx", "index"))
-            or table.columns[0]
-        )
-        section.table = accuracy_table(table, index_column, kind_column)
-        section.table_caption = f"Test accuracy by {index_column} and model"
-        section.facts = _ranking_facts(table, index_column, kind_column)
-        if "diverged" in table and table["diverged"].astype(bool).any():
-            section.facts.append(("diverged runs", str(int(table["diverged"].astype(bool).sum()))))
+        found = ev.spectrum_evidence(report, values, params.top_eigenvalues)
+    elif experiment.key == "eigen_training":
+        table, alignment = data["eigen_training_results"], data["eigen_training_alignment"]
+        if table is not None:
+            found = ev.eigen_evidence(table, thresholds)
+            section.settings = ev.run_settings(table)
+        if alignment is not None:
+            section.subsections.append(
+                (
+                    "Kernel rotation toward the target",
+                    "Concentration ratio of the trace-normalised kernel at the target index, "
+                    "per split, at θ0 and at the end of training; gain = end − θ0.",
+                    ev.alignment_evidence(alignment, table, thresholds),
+                )
+            )
+    elif experiment.key == "pretrained_comparison":
+        table = data["pretrained_comparison_results"]
+        found = ev.pretrained_evidence(table)
+        section.settings = ev.run_settings(table)
     elif experiment.key == "nads":
         report = data["nads_report"] or {}
         values = data["nads_eigenvalues"]
-        facts = _scalars(report, params.max_scalars)
+        facts = ev.scalar_facts(report, params.max_scalars)
         if values is not None:
             values = np.asarray(values, np.float64)
-            facts.insert(0, ("D (input dimension = number of NADs)", str(values.size)))
-            facts.insert(
-                1, (f"top {top} eigenvalues (σ²)", ", ".join(_fmt(v) for v in values[:top]))
-            )
-        section.facts = facts
+            top = params.top_eigenvalues
+            facts = [
+                ("D (input dimension = number of NADs)", str(values.size)),
+                (f"top {top} eigenvalues (σ²)", ", ".join(fmt(v) for v in values[:top])),
+                *facts,
+            ]
+        found = ev.Evidence(facts=facts, tables=[])
+    elif experiment.key == "nad_training":
+        table = data["nad_training_results"]
+        found = ev.nad_evidence(table)
+        section.settings = ev.run_settings(table)
     elif experiment.key == "cifar2":
         table = data["cifar2_results"]
-        section.table = accuracy_table(table, "task_value")
-        if "train_accuracy" in table:
-            train = table.pivot_table(
-                index="task_value",
-                columns="kind",
-                values="train_accuracy",
-                aggfunc="first",
-                dropna=False,
-            )
-            for column in train.columns:
-                section.table[f"train acc ({column})"] = train[column]
-        section.table_caption = "Accuracy by training-set size and model"
-        pivot = table.pivot_table(
-            index="task_value", columns="kind", values="test_accuracy", aggfunc="first"
-        )
-        if {"network", "linear"} <= set(pivot.columns):
-            gap = (pivot["network"] - pivot["linear"]).dropna()
-            section.facts = [(f"network − linear at n={n}", f"{g:+.3f}") for n, g in gap.items()]
+        found = ev.cifar2_evidence(table, thresholds)
+        section.settings = ev.run_settings(table)
+    if found is not None:
+        section.facts, section.tables = found.facts, found.tables
     return section
 
 
@@ -325,97 +381,45 @@ _PANELS = {
 }
 
 
+def _without_version(value: Any) -> Any:
+    if isinstance(value, pd.DataFrame) and "version" in value:
+        return value.drop(columns="version")
+    return value
+
+
+def _without_one_class(alignment: Any, table: pd.DataFrame | None) -> Any:
+    """The alignment without the runs of one-class tasks: j = 0's concentration (tens to
+    hundreds) would set the panel's scale and flatten every other run."""
+    if not alignment or table is None:
+        return alignment
+    one_class = {str(int(j)) for j in table.loc[table["degenerate"].astype(bool), "task_value"]}
+    runs = {j: run for j, run in (alignment.get("runs") or {}).items() if j not in one_class}
+    return {**alignment, "runs": runs}
+
+
 def _summary_figure(sections: list[Section], results: dict[str, Any], title: str):
     missing = {
-        panel: f"not run yet:\n{s.command}"
+        panel: s.command  # the figure says "not run yet" itself
         for s in sections
         if not s.found
         for panel in _PANELS[s.experiment.key]
     }
+    get = lambda name: _without_version(results.get(name))  # noqa: E731
     return figures.summary_plot(
-        ntk_eigenvalues=results.get("ntk_eigenvalues"),
-        ntk_report=results.get("ntk_report"),
-        eigen_results=results.get("eigen_training_results"),
-        alignment=results.get("eigen_training_alignment"),
-        comparison_results=results.get("pretrained_comparison_results"),
-        nad_eigenvalues=results.get("nads_eigenvalues"),
-        nads_report=results.get("nads_report"),
-        nad_images=results.get("nads_images"),
-        nad_results=results.get("nad_training_results"),
-        cifar2_results=results.get("cifar2_results"),
+        ntk_eigenvalues=get("ntk_eigenvalues"),
+        ntk_report=get("ntk_report"),
+        eigen_results=get("eigen_training_results"),
+        alignment=_without_one_class(
+            get("eigen_training_alignment"), get("eigen_training_results")
+        ),
+        comparison_results=get("pretrained_comparison_results"),
+        nad_eigenvalues=get("nads_eigenvalues"),
+        nads_report=get("nads_report"),
+        nad_images=get("nads_images"),
+        nad_results=get("nad_training_results"),
+        cifar2_results=get("cifar2_results"),
         missing=missing,
         title=title,
-    )
-
-
-def _render_markdown(sections: list[Section], header: list[str]) -> str:
-    lines = list(header)
-    lines += ["", "| experiment | pipeline | status |", "|---|---|---|"]
-    for s in sections:
-        status = "found" if s.found else f"not run: `{s.command}`"
-        lines.append(f"| {s.experiment.title} | `{s.experiment.pipeline}` | {status} |")
-    for s in sections:
-        lines += [
-            "",
-            f"## {s.experiment.title} (`{s.experiment.pipeline}`)",
-            "",
-            f"*Paper claim:* {s.experiment.claim}",
-            "",
-        ]
-        if not s.found:
-            needs = f" (after `{s.experiment.needs}`)" if s.experiment.needs else ""
-            lines.append(f"**Not run yet.** Run{needs}: `{s.command}`")
-            continue
-        lines += [f"- {name}: {value}" for name, value in s.facts]
-        if s.table is not None:
-            lines += ["", f"{s.table_caption}:", "", markdown_table(s.table)]
-        if s.versions:
-            lines += [
-                "",
-                "Versions read: "
-                + ", ".join(f"`{name}` {version or 'n/a'}" for name, version in s.versions.items()),
-            ]
-    return "\n".join(lines) + "\n"
-
-
-def _png_tag(data: bytes, alt: str) -> str:
-    encoded = base64.b64encode(data).decode("ascii")
-    return f'<img alt="{html.escape(alt)}" src="data:image/png;base64,{encoded}" width="720">'
-
-
-def _render_html(
-    sections: list[Section], header: list[str], summary_png: bytes | None, embed: bool
-) -> str:
-    esc = html.escape
-    body = [f"<h1>{esc(header[0].lstrip('# '))}</h1>"]
-    body += [f"<p>{esc(line)}</p>" for line in header[1:] if line]
-    if summary_png:
-        body.append(_png_tag(summary_png, "summary figure"))
-    for s in sections:
-        body.append(
-            f"<h2>{esc(s.experiment.title)} (<code>{esc(s.experiment.pipeline)}</code>)</h2>"
-        )
-        body.append(f"<p><em>Paper claim:</em> {esc(s.experiment.claim)}</p>")
-        if not s.found:
-            body.append(f"<p><strong>Not run yet.</strong> <code>{esc(s.command)}</code></p>")
-            continue
-        if s.facts:
-            body.append(
-                "<ul>" + "".join(f"<li>{esc(n)}: {esc(v)}</li>" for n, v in s.facts) + "</ul>"
-            )
-        if s.table is not None:
-            body.append(f"<p>{esc(s.table_caption)}</p>")
-            body.append(s.table.to_html(float_format=lambda v: f"{v:.4g}", na_rep="failed"))
-        if s.versions:
-            listing = ", ".join(f"{n} {v or 'n/a'}" for n, v in s.versions.items())
-            body.append(f"<p><small>Versions read: {esc(listing)}</small></p>")
-    style = (
-        "body{font-family:sans-serif;max-width:1100px;margin:auto}"
-        "table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:2px 6px}"
-    )
-    return (
-        f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{esc(header[0])}"
-        f"</title><style>{style}</style></head><body>{''.join(body)}</body></html>\n"
     )
 
 
@@ -433,8 +437,9 @@ def summarize_experiments(
         data: the ``data`` parameters (``dataset`` names the prepared dataset).
         model: the selected model preset name.
         reporting: report settings.
-        artifacts: every experiment's artifacts (``EXPERIMENTS``), ``None`` where the
-            experiment has not run.
+        artifacts: every experiment's artifacts (``EXPERIMENTS``) and the version
+            histories of the accumulated ones (:func:`history_inputs`), ``None`` where
+            the experiment has not run.
 
     Returns:
         (markdown text, HTML text, matplotlib figure).
@@ -442,9 +447,8 @@ def summarize_experiments(
     params = from_mapping(ReportingParams, reporting)
     dataset = data.dataset
     results = dict(artifacts)
-    sections = [_section(e, results, params, dataset, str(model)) for e in EXPERIMENTS]
-    for section in sections:
-        section.versions = {n: artifact_versions.get(n) for n in section.experiment.artifacts}
+    versions = dict(artifact_versions or {})
+    sections = [_section(e, results, versions, params, dataset, str(model)) for e in EXPERIMENTS]
     found = [s.experiment.pipeline for s in sections if s.found]
     missing = [s.experiment.pipeline for s in sections if not s.found]
     logger.info("Summary of %s on %s: found %s; not run: %s", model, dataset, found, missing)
@@ -454,16 +458,20 @@ def summarize_experiments(
         "",
         f"Generated {_dt.datetime.now(_dt.UTC).strftime('%Y-%m-%d %H:%M UTC')} from the "
         f"stored results of model `{model}` on dataset `{dataset}` (NADs: model "
-        f"`{model}`, synthetic data). {len(found)} of {len(sections)} experiments found.",
+        f"`{model}`, synthetic data). {len(found)} of {len(sections)} experiments found. "
+        "Claims cite docs/methods.md §2.1 (the paper's text), §2.3 (measured at toy scale) or §2.2 "
+        "(a recollection of the paper's figures, unverified). "
+        + (
+            "Result tables merge every saved version with the same run settings (newest "
+            "row per task)."
+            if params.accumulate
+            else "Result tables are the latest (or pinned) version only."
+        ),
     ]
     figure = _summary_figure(sections, results, title)
     png = None
     if params.embed_figures:
-        import io
-
         buffer = io.BytesIO()
         figure.savefig(buffer, format="png", dpi=80)
         png = buffer.getvalue()
-    markdown = _render_markdown(sections, header)
-    html_text = _render_html(sections, header, png, params.embed_figures)
-    return markdown, html_text, figure
+    return render_markdown(sections, header), render_html(sections, header, png), figure

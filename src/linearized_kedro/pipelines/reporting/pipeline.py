@@ -1,19 +1,22 @@
 """Wiring of ``reporting``: every experiment's artifacts, through the catalog, to one summary.
 
 The summary node reads the experiments' own catalog entries (so ``--load-versions`` pins
-apply and Kedro-Viz draws the lineage); an experiment that has not run reads as ``None``
-(``hooks.upstream``).
+apply and Kedro-Viz draws the lineage) and, for the result tables and the alignment, every
+saved version of them (``<artifact>_history``: a ``PartitionedDataset`` over the version
+folders), so results of the same settings accumulate across runs (``history``). An
+experiment that has not run reads as ``None`` (``hooks.upstream``).
 """
 
 from kedro.pipeline import Node, Pipeline
 
 from linearized_kedro.hooks.upstream import TOLERATES_MISSING, VERSIONS_DATASET
 
-from .nodes import EXPERIMENTS, summarize_experiments
+from .nodes import EXPERIMENTS, history_inputs, summarize_experiments
 
 
 def create_pipeline(**kwargs) -> Pipeline:
     artifacts = {name: name for e in EXPERIMENTS for name in e.artifacts}
+    histories = {name: name for name in history_inputs()}
     return Pipeline(
         [
             Node(
@@ -24,6 +27,7 @@ def create_pipeline(**kwargs) -> Pipeline:
                     "model": "params:model",
                     "reporting": "params:reporting",
                     **artifacts,
+                    **histories,
                 },
                 ["summary_markdown", "summary_html", "summary_plot"],
                 name="summarize_experiments",
