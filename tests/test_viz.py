@@ -322,6 +322,27 @@ def _menu(page, open_: bool) -> None:
     """Opens or closes the pipeline menu (its label toggles it)."""
     if bool(page.locator(".pipeline-list .dropdown--open").count()) != open_:
         page.locator(".pipeline-list .dropdown__label").click()
+    if open_:  # the options render after the click: read them only once they are there
+        try:
+            page.locator(".pipeline-list .menu-option").first.wait_for(timeout=10_000)
+        except Exception:  # the caller polls again (the click may have been lost)
+            pass
+
+
+def _listed_pipelines(page, wanted: set[str], timeout: float = 30.0) -> set[str]:
+    """The pipelines the open menu lists, polled until ``wanted`` shows or ``timeout`` passes.
+
+    The menu's options render a moment after the click (longer on a loaded machine), so a
+    single read can see none; a menu that did not open is opened again.
+    """
+    deadline = time.monotonic() + timeout
+    listed: set[str] = set()
+    while True:
+        _menu(page, True)
+        listed = set(page.locator(".pipeline-list .menu-option").all_inner_texts())
+        if wanted <= listed or time.monotonic() > deadline:
+            return listed
+        page.wait_for_timeout(250)
 
 
 def _select(page, pipeline: str) -> None:
@@ -373,8 +394,9 @@ def inspect_site(browser, url: str, expected: Expected) -> list[str]:
         shown = set(page.locator(".pipeline-layer-name").all_inner_texts())
         if not LAYERS <= shown:
             problems.append(f"layers not shown in __default__: {sorted(LAYERS - shown)}")
-        _menu(page, True)
-        listed = set(page.locator(".pipeline-list .menu-option").all_inner_texts())
+        listed = _listed_pipelines(page, expected.pipelines)
+        if os.environ.get("VIZ_SCREENSHOT"):  # debugging aid: what the browser showed
+            page.screenshot(path=os.environ["VIZ_SCREENSHOT"])
         _menu(page, False)
         if not expected.pipelines <= listed:
             problems.append(f"pipelines not selectable: {sorted(expected.pipelines - listed)}")

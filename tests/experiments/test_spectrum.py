@@ -205,7 +205,9 @@ def test_bad_inputs_and_settings_are_refused(tmp_path):
     with pytest.raises(ValueError, match="must be an integer"):
         run(seed=4.2)
     with pytest.raises(ValueError, match="needs a tile store"):
-        run(cfg=_config(resume=True))
+        run(cfg=_config(resume=True), process_index=0, process_count=2)
+    # One process without a store (a notebook): resume has nothing to resume from; it runs.
+    assert run(cfg=_config(resume=True)).report["gram_fingerprint"] is None
     with pytest.raises(ConfigError, match="ntk.num_eigvecs must be >= 1"):
         _config(num_eigvecs=0)
     with pytest.raises(ConfigError, match="ntk.device must be one of"):

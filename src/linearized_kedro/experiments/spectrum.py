@@ -442,13 +442,15 @@ def _exact_gram(module, variables, inputs, model, config, report, tile_store, pr
     path["precision_rule"] = job.precision_rule
     report["precision"]["product_precision"] = job.precision
     store, done = None, {}
-    if config.resume or process_count > 1:
-        if tile_store is None:
-            raise ValueError(
-                "ntk.resume (and every multi-process run) needs a tile store: pass "
-                "tile_store=... (the ntk_gram_tiles catalog entry), or set ntk.resume: "
-                "false in a single process."
-            )
+    if tile_store is None and process_count > 1:
+        raise ValueError(
+            "A multi-process Gram needs a tile store on a shared filesystem: pass "
+            "tile_store=... (the ntk_gram_tiles catalog entry)."
+        )
+    if config.resume and tile_store is None:
+        # A library call without a store (a notebook): nothing to resume from or into.
+        log.debug("No tile store: the Gram is computed in one go, not resumable.")
+    if (config.resume and tile_store is not None) or process_count > 1:
         key = fingerprint(
             inputs,
             variables,
