@@ -95,6 +95,24 @@ def versions_of(history: Mapping[str, Any] | None, stem: str) -> dict[str, Calla
     return out
 
 
+def _latest_and_reference(
+    versions: Mapping[str, Callable[[], Any]], latest: Any, reference: str | None
+) -> tuple[Any, str | None]:
+    """The run's own result and its version; the newest stored version stands in for either.
+
+    ``latest`` is ``None`` when the run resolved nothing: the newest stored version (if any)
+    is loaded instead, and is also the reference.
+    """
+    if latest is None:
+        if not versions:
+            return None, None
+        reference = max(versions)
+        return versions[reference](), reference
+    if reference is None and versions:
+        reference = max(versions)
+    return latest, reference
+
+
 def _settings_columns(table: pd.DataFrame) -> list[str]:
     columns = [c for c in SETTINGS if c in table.columns]
     if "task_axis" in table and (table["task_axis"].astype(str) == "num_train").any():
@@ -144,13 +162,9 @@ def accumulate_table(
         ``None`` when there is no table at all.
     """
     versions = versions_of(history, stem)
+    latest, reference = _latest_and_reference(versions, latest, reference)
     if latest is None:
-        if not versions:
-            return None
-        reference = max(versions)
-        latest = versions[reference]()
-    if reference is None and versions:
-        reference = max(versions)
+        return None
     reference_table = results.conform(latest)
     columns = _settings_columns(reference_table)
     wanted = _settings(reference_table, columns)
@@ -210,13 +224,9 @@ def accumulate_alignment(
         run gets a ``"version"`` key), or ``None`` when there is none.
     """
     versions = versions_of(history, stem)
+    latest, reference = _latest_and_reference(versions, latest, reference)
     if latest is None:
-        if not versions:
-            return None
-        reference = max(versions)
-        latest = versions[reference]()
-    if reference is None and versions:
-        reference = max(versions)
+        return None
     wanted = _alignment_settings(latest)
     out = Accumulated(data=None, reference=reference)
     sources = [(reference or "", latest)]
