@@ -27,6 +27,12 @@ _RUN_OPTIONS = (
 )
 
 
+def pipeline_names(run_params: Mapping[str, Any]) -> list[str]:
+    """The run's pipelines, sorted: ``kedro run --pipelines a,b`` hands hooks
+    ``list(set(...))``, whose order changes from process to process."""
+    return sorted(run_params.get("pipeline_names") or [])
+
+
 def flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
     """``{"data": {"dataset": "digits"}}`` → ``{"data.dataset": "digits"}``."""
     out: dict[str, Any] = {}
@@ -86,7 +92,7 @@ def run_command(run_params: Mapping[str, Any], parameters: Mapping[str, Any]) ->
     """
     parts = ["kedro", "run"]
     for key, option in _RUN_OPTIONS:
-        values = run_params.get(key)
+        values = pipeline_names(run_params) if key == "pipeline_names" else run_params.get(key)
         if values and list(values) != ["__default__"]:
             parts.append(f"{option}={shlex.quote(','.join(values))}")
     versions = run_params.get("load_versions") or {}

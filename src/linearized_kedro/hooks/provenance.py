@@ -27,6 +27,7 @@ from typing import Any
 
 from kedro.framework.hooks import hook_impl
 
+from linearized_kedro.command import pipeline_names
 from linearized_kedro.hooks.runs import run_plan
 
 logger = logging.getLogger(__name__)
@@ -103,7 +104,7 @@ class ProvenanceHook:
             plan = {
                 "session_id": run_params.get("run_id"),
                 "env": run_params.get("env"),
-                "pipeline_names": run_params.get("pipeline_names"),
+                "pipeline_names": pipeline_names(run_params),
                 "runtime_params": run_params.get("runtime_params"),
                 "load_versions": run_params.get("load_versions"),
             }

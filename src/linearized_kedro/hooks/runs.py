@@ -42,6 +42,7 @@ from typing import Any
 from kedro.framework.hooks import hook_impl
 from kedro.io.core import AbstractVersionedDataset, DatasetError
 
+from linearized_kedro.command import pipeline_names
 from linearized_kedro.datasets import runs as registry
 from linearized_kedro.datasets.metadata import code_provenance, json_ready
 
@@ -304,7 +305,7 @@ class RunsHook:
             "session_id": session_id,
             "run_dir": str(self._run_dir),
             "env": run_params.get("env"),
-            "pipeline_names": run_params.get("pipeline_names"),
+            "pipeline_names": pipeline_names(run_params),
             "runtime_params": run_params.get("runtime_params") or {},
             "load_versions": load_versions,
             "input_versions": versions,

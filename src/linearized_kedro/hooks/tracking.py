@@ -161,7 +161,7 @@ class TrackingHook:
         """Flattened parameters; command, provenance, selection as tags; the run's name."""
         from mlflow.entities import Param
 
-        from linearized_kedro.command import run_command
+        from linearized_kedro.command import pipeline_names, run_command
 
         # The blocks this pipeline reads, and the selection (paths depend on it) always.
         names = {n for n in pipeline.inputs() if n.startswith("params:")}
@@ -177,7 +177,7 @@ class TrackingHook:
             self._client.log_batch(self._run_id, params=items[start : start + _BATCH])
         model, dataset = params.get("model"), params.get("data.dataset")
         command = run_command(run_params, {"model": model, "data": {"dataset": dataset}})
-        pipelines = "+".join(run_params.get("pipeline_names") or ["__default__"])
+        pipelines = "+".join(pipeline_names(run_params) or ["__default__"])
         tags = {
             "mlflow.runName": f"{pipelines} {dataset}/{model}",
             "kedro_command": command,
