@@ -319,8 +319,9 @@ def kedro_profile(n: int, model: str) -> dict:
         data_wall, _ = run("--pipelines", "data", "--params", params)
         spectrum_wall, log = run("--pipelines", "ntk_spectrum", "--params", params)
         report = {}
-        for path in sorted((project / "data").rglob("report.json")):
-            if path.is_file() and "ntk_spectrum" in str(path):  # versioned: .../<v>/report.json
+        # Versioned: .../ntk_report.json/<version>/ntk_report.json (one run: one version).
+        for path in sorted((project / "data").rglob("ntk_report.json")):
+            if path.is_file():
                 report = json.loads(path.read_text())
         return {
             "n": n,
