@@ -74,6 +74,24 @@ def test_host_threads_leave_busy_cores_alone(monkeypatch):
     assert sharding.host_threads(cores=2, load=0.0) == 2
     assert sharding.host_threads(cores=2, load=6.5) == 1  # oversubscribed: one thread
     assert sharding.host_threads(cores=16, load=3.2) == 13
+
+    # The busy cores are measured from CPU times, less this process's own: a sampler that
+    # reports the whole machine busy (nothing of it ours) gives every core as busy; one
+    # where all the busy time is this process's own gives none.
+    def sampler(samples):
+        return lambda: samples.pop(0)
+
+    cores = os.cpu_count() or 1
+    others = sharding.busy_cores(0.0, sampler([(0.0, 0.0, 0.0), (1.0, 1.0, 0.0)]))
+    assert others == pytest.approx(cores)
+    ours = sharding.busy_cores(0.0, sampler([(0.0, 0.0, 0.0), (1.0, 1.0, 1.0)]))
+    assert ours == 0.0
+    assert sharding.busy_cores(0.0, lambda: None) is None
+    assert sharding.busy_cores() is not None  # /proc/stat on Linux
+    monkeypatch.setattr(sharding, "busy_cores", lambda: 1.0)  # the default asks the sampler
+    assert sharding.host_threads(cores=2) == 1
+    monkeypatch.setattr(sharding, "busy_cores", lambda: 0.0)
+    assert sharding.host_threads(cores=2) == 2
     from threadpoolctl import threadpool_info
 
     for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
