@@ -143,3 +143,30 @@ def test_rule_is_part_of_the_jit_key_and_gives_equal_numbers():
     # A model without convolutions has no rule to set.
     mlp = models.build_model({"name": "mlp", "features": (4,)})
     assert with_conv_autodiff(mlp, "vjp") is mlp
+
+
+def test_output_channels_padded_for_xla_cpu_give_identical_numbers():
+    # XLA:CPU convolutions with 6 output channels run on a kernel padded to 8 (core/
+    # layers.py): the outputs must be exactly those of the unpadded convolution
+    # (lax.conv_general_dilated on the 6-channel kernel), the gradients equal to rounding.
+    x = jax.random.normal(jax.random.key(0), (4, 10, 10, 3))
+    k = jax.random.normal(jax.random.key(1), (5, 5, 3, 6))
+    pads = ((2, 2), (2, 2))
+
+    def plain(x, k):
+        return jax.lax.conv_general_dilated(
+            x, k, (1, 1), pads, dimension_numbers=("NHWC", "HWIO", "NHWC")
+        )
+
+    y = layers._conv(x, k, (1, 1), pads)
+    assert y.shape == (4, 10, 10, 6)
+    np.testing.assert_array_equal(y, plain(x, k))
+    g_ours = jax.grad(lambda a, b: jnp.sum(jnp.sin(layers._conv(a, b, (1, 1), pads))), (0, 1))(x, k)
+    g_ref = jax.grad(lambda a, b: jnp.sum(jnp.sin(plain(a, b))), (0, 1))(x, k)
+    # Gradients: XLA may sum the transposed convolutions in another order (float32
+    # rounding of sums of ~150 terms, ~1e-6 of their scale).
+    for a, b in zip(g_ours, g_ref, strict=True):
+        np.testing.assert_allclose(a, b, rtol=0, atol=1e-5 * float(np.abs(b).max()))
+    # The comparison is sharp enough to see a one-channel change of the kernel.
+    k2 = k.at[..., 5].add(1e-3)
+    assert np.abs(np.asarray(layers._conv(x, k2, (1, 1), pads) - y)).max() > 1e-4

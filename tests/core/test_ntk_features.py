@@ -78,3 +78,31 @@ def test_flat_jacobian_matches_reference():
     assert J.shape == ref.shape
     assert rel_err(J, ref) < TOLERANCES["float32"]
     assert rel_err(J[::-1], ref) > 1e-2  # negative control: rows belong to their samples
+
+
+def test_threaded_conv_rows_equal_one_call():
+    from linearized_kedro.core import sharding
+    from linearized_kedro.core.ntk import features
+
+    site = features.Site(
+        path=("Conv_0",),
+        kind="conv",
+        in_shape=(12, 12, 3),
+        out_shape=(12, 12, 6),
+        kernel_size=(5, 5),
+        strides=(1, 1),
+        pads=((2, 2), (2, 2)),
+        use_bias=True,
+    )
+    rng = np.random.default_rng(0)
+    u = rng.standard_normal((200, 12, 12, 3)).astype(np.float32)
+    d = rng.standard_normal((200, 12, 12, 6)).astype(np.float32)
+    one = features.conv_rows_host(site, u, d)
+    with sharding.host_blas_threads(2):
+        assert sharding.granted_host_threads() == 2
+        two = features._conv_rows_threaded(site, u, d)
+    np.testing.assert_array_equal(two, one)
+    with sharding.host_blas_threads(1):
+        assert sharding.granted_host_threads() == 1
+    # Negative control: rows of another sample order differ.
+    assert not np.array_equal(features.conv_rows_host(site, u[::-1], d[::-1]), one)

@@ -111,6 +111,72 @@ def test_float32_output(models, references):
     assert rel_err(K, references["mlp"]) < F32
 
 
+@pytest.mark.parametrize("name", ["mlp", "lenet", "convnet"])
+def test_float32_host_products_against_the_reference(models, references, name):
+    # float32 features and GEMMs (chunks added in float64) round like float32 features:
+    # within the float32 tolerance of the float64 reference, and visibly not the float64
+    # products' numbers (the comparison can tell the two apart).
+    module, variables, x = models[name]
+    job = ntk.TiledGram(module, variables, x, host_precision="float32")
+    assert job.precision == "float32" and job.plan["product_precision"] == "float32"
+    K32 = job.gram()
+    K64 = ntk.ntk_gram(module, variables, x, host_precision="float64")
+    assert K32.dtype == np.float64
+    assert rel_err(K32, references[name]) < F32
+    assert not np.array_equal(K32, K64)
+    assert rel_err(K32, K64) < F32
+    # The plan holds float32 features: half the bytes per cached block.
+    plan64 = ntk.gram_plan(module, variables, x.shape[0], input_shape=x.shape[1:])
+    plan32 = ntk.gram_plan(
+        module, variables, x.shape[0], input_shape=x.shape[1:], host_precision="auto"
+    )
+    assert plan32["bytes_per_block"] * 2 == plan64["bytes_per_block"]
+    assert job.plan["bytes_per_block"] == plan32["bytes_per_block"]
+
+
+def test_float32_host_chunks_cover_every_column(monkeypatch):
+    from linearized_kedro.core.ntk import device, gram
+
+    a = np.random.default_rng(0).standard_normal((5, 23)).astype(np.float32)
+    b = np.random.default_rng(1).standard_normal((4, 23)).astype(np.float32)
+    exact = a.astype(np.float64) @ b.T.astype(np.float64)
+    monkeypatch.setattr(device, "CHUNK_COLUMNS", 4)  # 6 chunks, the last one shorter
+    out = gram._dot_t_float32(a, b)
+    assert out.dtype == np.float64 and np.abs(out - exact).max() < 1e-5
+    # Negative control: dropping the last chunk's columns is detected.
+    assert np.abs(gram._dot_t_float32(a[:, :20], b[:, :20]) - exact).max() > 1e-3
+
+
+def test_host_precision_is_resolved_and_checked(models):
+    assert ntk.resolve_host_precision("auto") == "float32"
+    assert ntk.resolve_host_precision("float64") == "float64"
+    assert ntk.resolve_host_precision("float64", np.float32) == "float32"  # a float32 Gram
+    module, variables, x = models["mlp"]
+    with pytest.raises(ValueError, match="host precision must be one of"):
+        ntk.ntk_gram(module, variables, x, host_precision="bfloat16")
+
+
+def test_prefetched_blocks_are_computed_once_and_change_nothing(models):
+    # The next block's pass is dispatched while this block's host work runs; each block
+    # is still evaluated once, and the Gram equals the one computed block by block
+    # (a budget that holds only two blocks: no room to prefetch, blocks recomputed).
+    module, variables, x = models["lenet"]
+    job = ntk.TiledGram(module, variables, x, block_size=3)  # 4 blocks, all cached
+    K = job.gram()
+    assert job.feature_block_evaluations == job.n_blocks == 4
+    tight = ntk.TiledGram(
+        module,
+        variables,
+        x,
+        block_size=3,
+        memory_budget_bytes=job.plan["estimated_peak_bytes"] - 2 * job.plan["bytes_per_block"],
+    )
+    assert tight.plan["cached_blocks"] == 2
+    K_tight = tight.gram()
+    assert tight.feature_block_evaluations > tight.n_blocks
+    np.testing.assert_array_equal(K, K_tight)
+
+
 # --------------------------------------------------------------------------------------
 # Device products (#11 §1), forced on this CPU
 # --------------------------------------------------------------------------------------

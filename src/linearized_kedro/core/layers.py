@@ -71,7 +71,21 @@ def with_conv_autodiff(module: nn.Module, mode: str) -> nn.Module:
     return module.clone(conv_autodiff=mode)
 
 
+# XLA:CPU runs a convolution whose output channels are not a multiple of its float32
+# vector width markedly slower: LeNet's first convolution (3 → 6 channels, 1000 CIFAR
+# images) took 0.145 s, 0.077 s with the kernel padded to 8 output channels, and the
+# outputs were bitwise identical (2-core AMD EPYC, jax 0.10.2; also 128 images: 0.017 →
+# 0.010 s). The padded channels are zero kernels, sliced off again.
+_CPU_CHANNEL_MULTIPLE = 8
+
+
 def _conv(x: jax.Array, k: jax.Array, strides: tuple[int, int], pads) -> jax.Array:
+    out_channels = k.shape[-1]
+    pad = -out_channels % _CPU_CHANNEL_MULTIPLE
+    if pad and jax.default_backend() == "cpu":
+        k = jnp.pad(k, ((0, 0), (0, 0), (0, 0), (0, pad)))
+        y = lax.conv_general_dilated(x, k, strides, pads, dimension_numbers=_DIMENSION_NUMBERS)
+        return y[..., :out_channels]
     return lax.conv_general_dilated(x, k, strides, pads, dimension_numbers=_DIMENSION_NUMBERS)
 
 

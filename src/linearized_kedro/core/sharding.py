@@ -13,6 +13,7 @@ tiles over ``jax.distributed`` processes, and the host's BLAS thread count.
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import logging
 import os
 import time
@@ -274,6 +275,19 @@ def host_threads(cores: int | None = None, load: float | None = None) -> int:
     return max(1, min(cores, round(cores - float(load))))
 
 
+# Host threads granted by the innermost ``host_blas_threads`` block (None: no block).
+_HOST_THREADS: contextvars.ContextVar[int | None] = contextvars.ContextVar(
+    "host_threads", default=None
+)
+
+
+def granted_host_threads() -> int:
+    """Threads host-side loops may use: those of the enclosing ``host_blas_threads``
+    block, else every core (what BLAS itself would use)."""
+    granted = _HOST_THREADS.get()
+    return max(1, granted if granted is not None else os.cpu_count() or 1)
+
+
 @contextlib.contextmanager
 def host_blas_threads(threads: int | None = None) -> Iterator[int]:
     """Limits BLAS to ``threads`` (default ``host_threads()``) inside the block.
@@ -286,8 +300,17 @@ def host_blas_threads(threads: int | None = None) -> Iterator[int]:
     """
     for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
         if os.environ.get(var):
-            yield int(os.environ[var])
+            n = int(os.environ[var])
+            token = _HOST_THREADS.set(n)
+            try:
+                yield n
+            finally:
+                _HOST_THREADS.reset(token)
             return
     n = host_threads() if threads is None else int(threads)
-    with threadpool_limits(limits=n, user_api="blas"):
-        yield n
+    token = _HOST_THREADS.set(n)
+    try:
+        with threadpool_limits(limits=n, user_api="blas"):
+            yield n
+    finally:
+        _HOST_THREADS.reset(token)

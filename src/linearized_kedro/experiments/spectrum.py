@@ -68,6 +68,10 @@ class SpectrumConfig(Config):
             default backend is an accelerator, else the host), ``host`` or ``device``.
         device_precision: device tile products in ``float64``, ``float32`` (float32 chunks
             accumulated in float64) or ``auto`` (a measured rule, ``core.ntk.device``).
+        host_precision: host tile products (a CPU) in ``float32`` (float32 features and
+            GEMMs over ≤ 1024-column chunks added in float64: ~1e-7 relative per entry,
+            eigenvalues within ~1e-7 of float64 products), ``float64`` (exact up to
+            float64 round-off) or ``auto`` (= ``float32``, ``core.ntk.resolve_host_precision``).
         device_memory_gb: device memory the Gram and eigensolver may use; ``null`` → 90 %
             of what the device reports (the Gram stays on the host when it does not fit).
         drop_zero_columns: leave out parameter leaves whose per-sample gradient is proven
@@ -90,6 +94,7 @@ class SpectrumConfig(Config):
     progress: bool = True
     device: Literal["auto", "host", "device"] = "auto"
     device_precision: Literal["auto", "float64", "float32"] = "auto"
+    host_precision: Literal["auto", "float64", "float32"] = "auto"
     device_memory_gb: float | None = None
     drop_zero_columns: bool = True
     tol: float | None = None
@@ -435,6 +440,7 @@ def _exact_gram(module, variables, inputs, model, config, report, tile_store, pr
         dtype=_DTYPES[config.accumulate_dtype],
         products=path["products"],
         device_precision=config.device_precision,
+        host_precision=config.host_precision,
         dropped=dropped,
     )
     report["plan"] = job.plan

@@ -14,7 +14,13 @@
 from .device import PRECISIONS as DEVICE_PRECISIONS
 from .features import Features, conv_rows_device, conv_rows_host, flat_jacobian
 from .gram import TiledGram, host_array, ntk_gram
-from .plan import DEFAULT_MEMORY_BUDGET, PRODUCTS, gram_plan
+from .plan import (
+    DEFAULT_MEMORY_BUDGET,
+    HOST_PRECISIONS,
+    PRODUCTS,
+    gram_plan,
+    resolve_host_precision,
+)
 from .products import ntk_cross_gram, ntk_vector_product
 from .structure import METHODS, Site, Structure
 from .zero_columns import ZeroColumns, find_zero_columns
@@ -26,6 +32,7 @@ _conv_rows_host = conv_rows_host
 __all__ = [
     "DEFAULT_MEMORY_BUDGET",
     "DEVICE_PRECISIONS",
+    "HOST_PRECISIONS",
     "METHODS",
     "PRODUCTS",
     "Features",
@@ -42,4 +49,5 @@ __all__ = [
     "ntk_cross_gram",
     "ntk_gram",
     "ntk_vector_product",
+    "resolve_host_precision",
 ]

@@ -18,6 +18,27 @@ from .structure import LeafKey, Structure, layout
 
 DEFAULT_MEMORY_BUDGET = 4 * 2**30
 PRODUCTS = ("host", "device")
+HOST_PRECISIONS = ("auto", "float64", "float32")
+
+
+def resolve_host_precision(precision: str, dtype: Any = np.float64) -> str:
+    """The precision of host tile products: ``"float64"`` or ``"float32"``.
+
+    ``"float64"`` casts the float32 features to float64, so every product is exact up to
+    float64 round-off. ``"float32"`` keeps the features in float32 and adds float32 GEMMs
+    over chunks of ≤ 1024 columns in float64 (docs/methods.md §3.1, "Product precision"):
+    ~1e-7 relative per Gram entry, the rounding the features carry anyway. ``"auto"`` is
+    ``"float32"``: on every CPU a float32 GEMM does twice the float64 work per vector
+    instruction, and the eigenvalues stay within 1.5e-7 of float64 products (measured,
+    benchmarks/README.md). A float32 Gram (``dtype``) always uses float32 products.
+    """
+    if precision not in HOST_PRECISIONS:
+        raise ValueError(
+            f"host precision must be one of {', '.join(HOST_PRECISIONS)}; got {precision!r}."
+        )
+    if np.dtype(dtype) == np.float32 or precision == "auto":
+        return "float32"
+    return precision
 
 
 def _bytes(b: int, fdim: int, itemsize: int, factorised: bool, products: str) -> tuple[int, int]:
@@ -64,13 +85,21 @@ def make_plan(
     dtype: Any,
     method: str,
     products: str = "host",
+    precision: str | None = None,
 ) -> dict:
-    """The tiling of an (n, n) Gram for a feature layout (see ``gram_plan``)."""
+    """The tiling of an (n, n) Gram for a feature layout (see ``gram_plan``).
+
+    ``precision``: the resolved host product precision (``resolve_host_precision``);
+    ``None`` means the Gram's dtype.
+    """
     if products not in PRODUCTS:
         raise ValueError(f"products must be one of {PRODUCTS}; got {products!r}.")
-    # Host: features are cached in the product dtype. Device: cached as computed (float32)
-    # and cast per product.
-    itemsize = np.dtype(dtype).itemsize if products == "host" else 4
+    # Host: features are cached in the product precision. Device: cached as computed
+    # (float32) and cast per product.
+    if products == "host":
+        itemsize = 4 if precision == "float32" else np.dtype(dtype).itemsize
+    else:
+        itemsize = 4
     fdim = structure.feature_dim
     factorised = bool(structure.factor_sites)
     b = (
@@ -132,6 +161,7 @@ def gram_plan(
     memory_budget_bytes: int = DEFAULT_MEMORY_BUDGET,
     dtype: Any = np.float64,
     products: str = "host",
+    host_precision: str = "float64",
     dropped: Collection[LeafKey] = (),
 ) -> dict:
     """Describes how ``ntk_gram`` tiles an (n, n) Gram with these settings: sizes, bytes, FLOPs.
@@ -148,6 +178,7 @@ def gram_plan(
         method, block_size, memory_budget_bytes, dtype: as for ``ntk_gram``.
         products: ``"host"`` or ``"device"``, where the tile products run (as resolved by
             ``ntk_gram``'s ``products`` argument).
+        host_precision: as for ``ntk_gram`` (host products only).
         dropped: flattened keys of leaves with an identically zero per-sample gradient
             (``zero_columns.find_zero_columns``).
 
@@ -164,6 +195,14 @@ def gram_plan(
         raise ValueError(f"n must be a positive number of samples; got {n}.")
     shape = None if input_shape is None else tuple(int(s) for s in input_shape)
     resolved, structure = layout(module, variables, shape, method, dropped)
+    precision = resolve_host_precision(host_precision, dtype) if products == "host" else None
     return make_plan(
-        structure, int(n), block_size, int(memory_budget_bytes), dtype, resolved, products
+        structure,
+        int(n),
+        block_size,
+        int(memory_budget_bytes),
+        dtype,
+        resolved,
+        products,
+        precision,
     )
