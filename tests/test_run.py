@@ -7,7 +7,9 @@ generated files in the official formats. These are the commands a researcher typ
 from __future__ import annotations
 
 import json
+import os
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -61,6 +63,14 @@ def test_ntk_spectrum_artifacts(digits_project):
 
 
 def test_same_seed_same_artifacts(digits_project):
+    # The first run left its compiled programs (θ0's init among them) in the persistent
+    # compilation cache; the second run loads them and must give the same arrays.
+    # (The suite shares one cache through JAX_COMPILATION_CACHE_DIR, which wins over the
+    # project's data/09_compilation_cache: tests/conftest.py.)
+    cache = Path(
+        os.environ.get("JAX_COMPILATION_CACHE_DIR", digits_project / "data/09_compilation_cache")
+    )
+    assert any(cache.glob("jit_init-*")), sorted(p.name for p in cache.glob("*"))
     # The deprecated singular --pipeline keeps working.
     run_kedro(
         digits_project, "run", "--env", "test", "--pipeline", "ntk_spectrum", "--params", DIGITS

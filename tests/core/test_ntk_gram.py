@@ -149,6 +149,9 @@ def test_float32_host_chunks_cover_every_column(monkeypatch):
 
 def test_host_precision_is_resolved_and_checked(models):
     assert ntk.resolve_host_precision("auto") == "float32"
+    assert ntk.resolve_host_precision("auto", k=ntk.AUTO_FLOAT32_MAX_K) == "float32"
+    assert ntk.resolve_host_precision("auto", k=ntk.AUTO_FLOAT32_MAX_K + 1) == "float64"
+    assert ntk.resolve_host_precision("float32", k=1000) == "float32"
     assert ntk.resolve_host_precision("float64") == "float64"
     assert ntk.resolve_host_precision("float64", np.float32) == "float32"  # a float32 Gram
     module, variables, x = models["mlp"]

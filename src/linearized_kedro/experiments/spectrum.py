@@ -69,9 +69,11 @@ class SpectrumConfig(Config):
         device_precision: device tile products in ``float64``, ``float32`` (float32 chunks
             accumulated in float64) or ``auto`` (a measured rule, ``core.ntk.device``).
         host_precision: host tile products (a CPU) in ``float32`` (float32 features and
-            GEMMs over ≤ 1024-column chunks added in float64: ~1e-7 relative per entry,
-            eigenvalues within ~1e-7 of float64 products), ``float64`` (exact up to
-            float64 round-off) or ``auto`` (= ``float32``, ``core.ntk.resolve_host_precision``).
+            GEMMs over ≤ 1024-column chunks added in float64: ~1e-7 relative per entry;
+            at k = 100 eigenvalues within ~1e-7 of float64 products), ``float64`` (exact
+            up to float64 round-off) or ``auto`` (float32 for k ≤ 200, float64 beyond,
+            where the spectrum's range makes the tail sensitive;
+            ``core.ntk.resolve_host_precision``).
         device_memory_gb: device memory the Gram and eigensolver may use; ``null`` → 90 %
             of what the device reports (the Gram stays on the host when it does not fit).
         drop_zero_columns: leave out parameter leaves whose per-sample gradient is proven
@@ -440,7 +442,9 @@ def _exact_gram(module, variables, inputs, model, config, report, tile_store, pr
         dtype=_DTYPES[config.accumulate_dtype],
         products=path["products"],
         device_precision=config.device_precision,
-        host_precision=config.host_precision,
+        host_precision=ntk.resolve_host_precision(
+            config.host_precision, _DTYPES[config.accumulate_dtype], k
+        ),
         dropped=dropped,
     )
     report["plan"] = job.plan

@@ -46,7 +46,11 @@ def configure_jax(
     jax.config.update("jax_default_matmul_precision", precision)
     cache_dir = runtime.get("compilation_cache_dir")
     cache_env = {}
-    if cache_dir:
+    if os.environ.get("JAX_COMPILATION_CACHE_DIR"):
+        # An explicit environment setting wins (JAX has read it already), e.g. one cache
+        # shared by all the project copies of a test run.
+        cache_dir = os.environ["JAX_COMPILATION_CACHE_DIR"]
+    elif cache_dir:
         cache_dir = Path(cache_dir)
         if not cache_dir.is_absolute() and project_path is not None:
             cache_dir = Path(project_path) / cache_dir
@@ -54,8 +58,7 @@ def configure_jax(
         min_seconds = float(runtime.get("compilation_cache_min_compile_seconds", 1.0))
         if min_seconds < 0:
             raise ValueError(
-                "runtime.compilation_cache_min_compile_seconds must be >= 0; got "
-                f"{min_seconds!r}."
+                f"runtime.compilation_cache_min_compile_seconds must be >= 0; got {min_seconds!r}."
             )
         # No size cap: JAX's needs the optional `filelock` package, and without it the
         # cache silently stays off. Entries are ~0.1-1 MB per program.

@@ -15,6 +15,7 @@ from .device import PRECISIONS as DEVICE_PRECISIONS
 from .features import Features, conv_rows_device, conv_rows_host, flat_jacobian
 from .gram import TiledGram, host_array, ntk_gram
 from .plan import (
+    AUTO_FLOAT32_MAX_K,
     DEFAULT_MEMORY_BUDGET,
     HOST_PRECISIONS,
     PRODUCTS,
@@ -30,6 +31,7 @@ _Site = Site
 _conv_rows_host = conv_rows_host
 
 __all__ = [
+    "AUTO_FLOAT32_MAX_K",
     "DEFAULT_MEMORY_BUDGET",
     "DEVICE_PRECISIONS",
     "HOST_PRECISIONS",

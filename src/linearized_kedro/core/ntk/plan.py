@@ -21,23 +21,32 @@ PRODUCTS = ("host", "device")
 HOST_PRECISIONS = ("auto", "float64", "float32")
 
 
-def resolve_host_precision(precision: str, dtype: Any = np.float64) -> str:
+# ``"auto"`` takes float32 host products up to this many eigenpairs (see below).
+AUTO_FLOAT32_MAX_K = 200
+
+
+def resolve_host_precision(precision: str, dtype: Any = np.float64, k: int | None = None) -> str:
     """The precision of host tile products: ``"float64"`` or ``"float32"``.
 
     ``"float64"`` casts the float32 features to float64, so every product is exact up to
     float64 round-off. ``"float32"`` keeps the features in float32 and adds float32 GEMMs
     over chunks of ≤ 1024 columns in float64 (docs/methods.md §3.1, "Product precision"):
-    ~1e-7 relative per Gram entry, the rounding the features carry anyway. ``"auto"`` is
-    ``"float32"``: on every CPU a float32 GEMM does twice the float64 work per vector
-    instruction, and the eigenvalues stay within 1.5e-7 of float64 products (measured,
-    benchmarks/README.md). A float32 Gram (``dtype``) always uses float32 products.
+    ~1e-7 relative per Gram entry, on the order of the rounding the float32 features carry
+    anyway, for about half the time of float64 GEMMs on a CPU. Its effect on λ_j grows
+    with λ₀/λ_j: measured at N = 4000, k = 100, within 1e-7 of float64 products where the
+    top 100 span 1.5·10³ (LeNet), whereas at k = 1000 the spectrum spans ~10⁶ and the
+    tail would come close to the 1e-4 target. So ``"auto"`` is ``"float32"`` for
+    k ≤ ``AUTO_FLOAT32_MAX_K`` (or k unknown) and ``"float64"`` beyond. A float32 Gram
+    (``dtype``) always uses float32 products.
     """
     if precision not in HOST_PRECISIONS:
         raise ValueError(
             f"host precision must be one of {', '.join(HOST_PRECISIONS)}; got {precision!r}."
         )
-    if np.dtype(dtype) == np.float32 or precision == "auto":
+    if np.dtype(dtype) == np.float32:
         return "float32"
+    if precision == "auto":
+        return "float32" if k is None or int(k) <= AUTO_FLOAT32_MAX_K else "float64"
     return precision
 
 
