@@ -135,7 +135,9 @@ def equality(spec) -> dict:
     device, t_dev = _spectrum(
         model, variables, x, k, device="device", device_precision="float64", **extra
     )
-    host, t_host = _spectrum(model, variables, x, k, device="host", **extra)
+    host, t_host = _spectrum(
+        model, variables, x, k, device="host", host_precision="float64", **extra
+    )
     dropped = device.report["zero_columns"].get("dropped_leaves", [])
     kwargs = dict(
         block_size=extra.get("block_size"), dropped=[tuple(s.split("/")) for s in dropped]

@@ -7,7 +7,8 @@ contender (docs/methods.md §3.1, §4 item 13, §5):
   (zero-column check, compilation, Gram, eigensolver). On an accelerator this is the device
   path (products, Gram and eigensolver on the device); on a CPU the host path.
 * **host path** (``--host-path``): the same experiment forced onto the first wave's path:
-  host float64 products, host eigensolver, no zero-column dropping. For ResNet18 on a CPU
+  host float64 products (``host_precision: float64``), host eigensolver, no zero-column
+  dropping. For ResNet18 on a CPU
   this is infeasible at N = 2000 (2·N²·P/2 float64 FLOPs with P = 11.2 M); the script then
   prints the estimate from the plan instead (``--host-path-max-flops``).
 * **original** (``--original``): the original method re-implemented faithfully: every one of
@@ -200,7 +201,15 @@ def benchmark(args) -> dict:
                 flush=True,
             )
         else:
-            host = run_ours(x, variables, model_cfg, k, device="host", drop_zero_columns=False)
+            host = run_ours(
+                x,
+                variables,
+                model_cfg,
+                k,
+                device="host",
+                host_precision="float64",
+                drop_zero_columns=False,
+            )
             out["host_path"] = {
                 key: v for key, v in host.items() if key not in ("values", "vectors")
             }

@@ -127,10 +127,15 @@ def test_each_process_computes_its_share(two_process_run):
 def test_two_process_gram_equals_one_process_gram(case, two_process_run):
     folder, module, variables, x = case
     gram = np.load(folder / "gram.npy")
-    one = ntk.ntk_gram(module, variables, x, block_size=BLOCK)
+    # The processes ran compute_spectrum's default products (float32 GEMMs added in
+    # float64 at k <= 200): the one-process Gram is computed the same way.
+    one = ntk.ntk_gram(module, variables, x, block_size=BLOCK, host_precision="auto")
     np.testing.assert_allclose(gram, one, rtol=1e-12, atol=0)
-    # Negative control: the Gram of one process alone differs from the Gram of other inputs.
+    # Negative controls: the Gram of other inputs, and the float64 products' Gram, differ.
     assert not np.allclose(ntk.ntk_gram(module, variables, x[::-1], block_size=BLOCK), gram)
+    exact = ntk.ntk_gram(module, variables, x, block_size=BLOCK, host_precision="float64")
+    assert not np.allclose(exact, gram, rtol=1e-12, atol=0)
+    np.testing.assert_allclose(exact, gram, rtol=1e-5)
     config = SpectrumConfig(num_eigvecs=5, block_size=BLOCK, progress=False, resume=False)
     single = compute_spectrum(x, variables, MODEL, config, seed=0, num_train=N)
     np.testing.assert_allclose(np.load(folder / "values.npy"), single.values, rtol=1e-12)
