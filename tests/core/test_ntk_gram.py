@@ -164,14 +164,19 @@ def test_prefetched_blocks_are_computed_once_and_change_nothing(models):
     # is still evaluated once, and the Gram equals the one computed block by block
     # (a budget that holds only two blocks: no room to prefetch, blocks recomputed).
     module, variables, x = models["lenet"]
-    job = ntk.TiledGram(module, variables, x, block_size=3)  # 4 blocks, all cached
+    job = ntk.TiledGram(module, variables, x, block_size=3, prefetch=True)  # 4 blocks
+    assert job._next_block(job.keys(), 0) == 1  # the tile after (0, 0) needs block 1
     K = job.gram()
     assert job.feature_block_evaluations == job.n_blocks == 4
+    off = ntk.TiledGram(module, variables, x, block_size=3, prefetch=False)
+    assert off._next_block(off.keys(), 0) is None
+    np.testing.assert_array_equal(off.gram(), K)
     tight = ntk.TiledGram(
         module,
         variables,
         x,
         block_size=3,
+        prefetch=True,
         memory_budget_bytes=job.plan["estimated_peak_bytes"] - 2 * job.plan["bytes_per_block"],
     )
     assert tight.plan["cached_blocks"] == 2

@@ -59,8 +59,8 @@ class _BlockCache:
     A block is computed in two steps (``FeatureFn.start``/``finish``): the jitted pass is
     dispatched, then its host part (convolution rows, casts) is formed. When a new block
     is computed and the cache has room, the pass of the next block the tiles will need
-    (``prefetch``) is dispatched first, so that XLA computes it while the host forms this
-    block's rows and multiplies its tiles (measured: LeNet N = 4000, 2 cores).
+    (``prefetch``) can be dispatched first, so that the device computes it while the host
+    forms this block's rows and multiplies its tiles.
     """
 
     def __init__(
@@ -132,6 +132,8 @@ class TiledGram:
         module, variables, x, method, block_size, memory_budget_bytes, dtype, mesh,
         products, device_precision, host_precision, dropped, drop_zero_columns: as for
             ``ntk_gram``.
+        prefetch: dispatch the next feature block's pass while this block's host work
+            runs; default: only when JAX's backend is an accelerator.
     """
 
     def __init__(
@@ -150,6 +152,7 @@ class TiledGram:
         host_precision: str = "float64",
         dropped: Collection[LeafKey] = (),
         drop_zero_columns: bool = False,
+        prefetch: bool | None = None,
     ):
         self.x = check_x(x)
         self.n = int(self.x.shape[0])
@@ -197,6 +200,10 @@ class TiledGram:
         self._mesh = sharding.resolve_mesh(mesh)
         self._b_dev = sharding.padded_size(self.block_size, self._mesh)
         self._cache = _BlockCache(self._start_block, self._finish_block, self.plan["cached_blocks"])
+        # Dispatching the next block's pass early pays where the pass runs on an
+        # accelerator; on a CPU the pass and the host work share the same cores and it
+        # measured 5-8 % slower (benchmarks/cpu_kernels.py, LeNet N = 4000, 2 cores).
+        self.prefetch = dev.accelerator_present() if prefetch is None else bool(prefetch)
         log.info(
             "NTK Gram: N=%d, method=%s, products=%s (%s), block_size=%d, %d tiles, %d feature "
             "columns/sample (P=%d, %d dropped), ~%.3g product FLOPs.",
@@ -277,7 +284,10 @@ class TiledGram:
         return tile
 
     def _next_block(self, keys: list[TileKey], t: int) -> int | None:
-        """The first block the tiles after ``keys[t]`` need that is not cached or pending."""
+        """The first block the tiles after ``keys[t]`` need that is not cached or pending
+        (``None`` without prefetching)."""
+        if not self.prefetch:
+            return None
         current = set(keys[t])
         for key in keys[t + 1 : t + 1 + 4 * self.n_blocks]:
             for idx in key:

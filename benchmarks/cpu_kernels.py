@@ -1,0 +1,188 @@
+"""Benchmark: each CPU speed-up of the NTK Gram, on and off, in one process.
+
+Every change is timed against its own switched-off version in the same run, on the same
+inputs (LeNet, CIFAR-shaped N(0, 1) images, seed 42), variants interleaved, best of
+``--repeat`` after a warm-up call:
+
+* ``conv_padding``: XLA:CPU convolutions with the kernel padded to 8 output channels
+  (``core.layers._CPU_CHANNEL_MULTIPLE``) against unpadded ones: LeNet's first
+  convolution, the jitted NTK feature pass and a jitted training step;
+* ``host_precision``: the Gram's tile products in float32 GEMMs added in float64 against
+  float64 products (features computed once, cached);
+* ``conv_rows_threads``: the convolution rows over the granted threads against one thread;
+* ``prefetch``: the next block's feature pass dispatched before this block's host work
+  against block after block (the whole Gram). On a CPU both share the cores: this is why
+  prefetching is on only where the pass runs on an accelerator.
+
+Usage::
+
+    python benchmarks/cpu_kernels.py --n 4000 --repeat 3
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import time
+from collections.abc import Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from linearized_kedro.core import layers, ntk, sharding
+from linearized_kedro.core.models import build_model, init_variables, scalar_apply
+from linearized_kedro.core.ntk import features, gram
+
+SEED = 42
+SHAPE = (32, 32, 3)
+
+
+def load() -> str:
+    return "load {:.1f} {:.1f} {:.1f}".format(*os.getloadavg())
+
+
+def best(fn: Callable[[], object], repeat: int) -> float:
+    jax.block_until_ready(fn())  # warm-up: compilation, first-touch memory
+    times = []
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        jax.block_until_ready(fn())
+        times.append(time.perf_counter() - t0)
+    return min(times)
+
+
+def report(name: str, on: float, off: float, what_on: str, what_off: str) -> dict:
+    print(
+        f"{name:<34} {what_on} {on:7.3f} s | {what_off} {off:7.3f} s | ratio {off / on:5.2f}x "
+        f"({load()})",
+        flush=True,
+    )
+    return {"name": name, "on_seconds": on, "off_seconds": off, "ratio": off / on}
+
+
+def _train_step(module):
+    """One jitted SGD step on the squared loss (a fresh trace: the padding rule applies)."""
+    apply = scalar_apply(module, {})
+    opt = optax.sgd(0.01)
+
+    @jax.jit
+    def step(p, xb, yb):
+        loss, g = jax.value_and_grad(lambda q: jnp.mean((apply(q, xb) - yb) ** 2))(p)
+        updates, _ = opt.update(g, opt.init(p), p)
+        return optax.apply_updates(p, updates), loss
+
+    return step
+
+
+def conv_padding(module, variables, x, repeat: int) -> list[dict]:
+    params = variables["params"]
+    w0 = params["Conv_0"]["kernel"]
+    pads = ((2, 2), (2, 2))
+    batch = jnp.asarray(x[:1000])
+    xb = jnp.asarray(x[:128])
+    yb = jnp.asarray(np.sign(np.asarray(x[:128, 0, 0, 0])), jnp.float32)
+    out = []
+    results = {}
+    for multiple in (8, 1):  # 1 switches the padding off (every count is a multiple of 1)
+        layers._CPU_CHANNEL_MULTIPLE = multiple
+        features._compiled_features.cache_clear()
+        conv = jax.jit(lambda a, k: layers._conv(a, k, (1, 1), pads))
+        structure = ntk.TiledGram(module, variables, x[:1000]).structure
+        feats = features.feature_fn(module, variables, structure, dtype=np.float32)
+        step = _train_step(module)
+        results[multiple] = (
+            best(lambda conv=conv: conv(batch, w0), repeat),
+            best(lambda feats=feats: feats.start(batch), repeat),
+            best(lambda step=step: step(params, xb, yb), repeat),
+        )
+    layers._CPU_CHANNEL_MULTIPLE = 8
+    features._compiled_features.cache_clear()
+    labels = (
+        "first conv (3->6 ch), 1000 images",
+        "NTK feature pass, 1000 samples",
+        "train step, batch 128",
+    )
+    for i, label in enumerate(labels):
+        out.append(report(f"conv padding: {label}", results[8][i], results[1][i], "pad 8", "none"))
+    return out
+
+
+def host_precision(module, variables, x, repeat: int) -> list[dict]:
+    out = []
+    times = {}
+    for precision in ("float32", "float64"):
+        job = ntk.TiledGram(module, variables, x, host_precision=precision)
+        blocks = [job._cache.get(i, pinned=0) for i in range(job.n_blocks)]
+        keys = job.keys()
+        times[precision] = best(
+            lambda job=job, blocks=blocks, keys=keys: [
+                job._product(blocks[i], blocks[j]) for i, j in keys
+            ],
+            repeat,
+        )
+    out.append(
+        report(
+            f"tile products ({len(keys)} tiles of {job.block_size})",
+            times["float32"],
+            times["float64"],
+            "float32",
+            "float64",
+        )
+    )
+    return out
+
+
+def conv_rows_threads(module, variables, x, repeat: int) -> list[dict]:
+    job = ntk.TiledGram(module, variables, x[:1000], host_precision="float32")
+    _, conv_io, _, _ = jax.block_until_ready(job._features.start(jnp.asarray(x[:1000])))
+    io = [(np.asarray(u), np.asarray(d)) for u, d in conv_io]
+    sites = job.structure.conv_sites
+    times = {}
+    for threads in (os.cpu_count() or 1, 1):
+        with sharding.host_blas_threads(threads):
+            times[threads] = best(
+                lambda: [
+                    features._conv_rows_threaded(s, u, d)
+                    for s, (u, d) in zip(sites, io, strict=True)
+                ],
+                repeat,
+            )
+    many = os.cpu_count() or 1
+    return [
+        report("conv rows, 1000 samples (float32)", times[many], times[1], f"{many} thr", "1 thr")
+    ]
+
+
+def prefetch(module, variables, x, repeat: int) -> list[dict]:
+    times = {}
+    for on in (True, False):
+        times[on] = best(
+            lambda on=on: gram.TiledGram(
+                module, variables, x, host_precision="float32", prefetch=on
+            ).gram(),
+            repeat,
+        )
+    return [report(f"whole Gram, N = {x.shape[0]}", times[True], times[False], "prefetch", "none")]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--n", type=int, default=4000)
+    parser.add_argument("--repeat", type=int, default=3)
+    args = parser.parse_args()
+    module = build_model({"name": "lenet"})
+    variables = jax.tree_util.tree_map(np.asarray, init_variables(module, SEED, SHAPE))
+    x = np.asarray(jax.random.normal(jax.random.key(SEED), (args.n, *SHAPE), jnp.float32))
+    print(f"jax {jax.__version__} {jax.default_backend()} | {os.cpu_count()} cores | {load()}")
+    with sharding.host_blas_threads() as threads:
+        print(f"BLAS threads: {threads}")
+        conv_padding(module, variables, x, args.repeat)
+        host_precision(module, variables, x, args.repeat)
+        conv_rows_threads(module, variables, x, args.repeat)
+        prefetch(module, variables, x, args.repeat)
+
+
+if __name__ == "__main__":
+    main()
