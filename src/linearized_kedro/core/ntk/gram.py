@@ -104,6 +104,11 @@ class _BlockCache:
         return self._store[idx]
 
 
+def _dot_t(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """a bᵀ in the features' dtype (float64 features: float64 products)."""
+    return a @ b.T
+
+
 def _dot_t_float32(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """a bᵀ in float64 from float32 products over chunks of at most ``CHUNK_COLUMNS``.
 
@@ -202,7 +207,7 @@ class TiledGram:
         self._cache = _BlockCache(self._start_block, self._finish_block, self.plan["cached_blocks"])
         # Dispatching the next block's pass early pays where the pass runs on an
         # accelerator; on a CPU the pass and the host work share the same cores and it
-        # measured 5-8 % slower (benchmarks/cpu_kernels.py, LeNet N = 4000, 2 cores).
+        # measured 0.92-1.01x (benchmarks/cpu_kernels.py, LeNet N = 4000, 2 cores).
         self.prefetch = dev.accelerator_present() if prefetch is None else bool(prefetch)
         log.info(
             "NTK Gram: N=%d, method=%s, products=%s (%s), block_size=%d, %d tiles, %d feature "
@@ -265,21 +270,13 @@ class TiledGram:
         if self.products == "device":
             return dev.tile_product(fi, fj, self.precision)
         (ri,), (rj,) = fi.rows, fj.rows
-        if self.precision == "float32" and self.dtype == np.float64:
-            tile = _dot_t_float32(ri, rj)
-            for xi, xj, di, dj in zip(
-                fi.x_factors, fj.x_factors, fi.d_factors, fj.d_factors, strict=True
-            ):
-                prod = _dot_t_float32(xi, xj)
-                prod *= _dot_t_float32(di, dj)
-                tile += prod
-            return tile
-        tile = ri @ rj.T
+        dot = _dot_t_float32 if self.precision == "float32" and self.dtype == np.float64 else _dot_t
+        tile = dot(ri, rj)
         for xi, xj, di, dj in zip(
             fi.x_factors, fj.x_factors, fi.d_factors, fj.d_factors, strict=True
         ):
-            prod = xi @ xj.T
-            prod *= di @ dj.T
+            prod = dot(xi, xj)
+            prod *= dot(di, dj)
             tile += prod
         return tile
 
