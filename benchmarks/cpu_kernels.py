@@ -12,7 +12,14 @@ inputs (LeNet, CIFAR-shaped N(0, 1) images, seed 42), variants interleaved, best
 * ``conv_rows_threads``: the convolution rows over the granted threads against one thread;
 * ``prefetch``: the next block's feature pass dispatched before this block's host work
   against block after block (the whole Gram). On a CPU both share the cores: this is why
-  prefetching is on only where the pass runs on an accelerator.
+  prefetching is on only where the pass runs on an accelerator;
+* ``populated_gram``: assembling an (n, n) float64 Gram from its upper tiles (and their
+  mirrors) into ``gram.mapped_empty`` (pages mapped in one call) against ``np.empty``
+  (pages faulted in during the writes, as transparent huge pages where NumPy asks for
+  them). Each variant runs in a fresh process, as in a ``kedro run``, interleaved;
+* ``channel_stats``: the data pipeline's per-channel mean/std over 6000 CIFAR-shaped
+  images, float64 chunks (``core.data.channel_stats``) against NumPy's mean/std of a
+  float64 copy of the whole set (what it did before).
 
 Usage::
 
@@ -167,21 +174,106 @@ def prefetch(module, variables, x, repeat: int) -> list[dict]:
     return [report(f"whole Gram, N = {x.shape[0]}", times[True], times[False], "prefetch", "none")]
 
 
+_ASSEMBLY = """
+import sys, time, numpy as np
+from linearized_kedro.core.ntk.gram import mapped_empty
+n, b, mode = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
+tile = np.random.default_rng(0).random((b, b))
+t0 = time.perf_counter()
+out = mapped_empty((n, n), np.float64) if mode == "mapped" else np.empty((n, n))
+for i in range(0, n, b):
+    for j in range(i, n, b):
+        out[i : i + b, j : j + b] = tile
+        if i != j:
+            out[j : j + b, i : i + b] = tile.T
+print(time.perf_counter() - t0)
+"""
+
+
+def populated_gram(n: int, block: int, repeat: int) -> list[dict]:
+    import subprocess
+    import sys
+
+    times: dict[str, list[float]] = {"mapped": [], "empty": []}
+    for _ in range(repeat):
+        for mode in times:
+            out = subprocess.run(
+                [sys.executable, "-c", _ASSEMBLY, str(n), str(block), mode],
+                capture_output=True,
+                text=True,
+                check=True,
+            )
+            times[mode].append(float(out.stdout.split()[-1]))
+    # Medians, not minima: np.empty's time depends on whether the kernel has free huge
+    # pages at hand (fast) or must compact memory first (slow); that spread is the point.
+    for mode, values in times.items():
+        print(f"  {mode:<7} " + " ".join(f"{v:.3f}" for v in values) + " s (fresh processes)")
+    return [
+        report(
+            f"Gram assembly, N = {n}, b = {block} (median)",
+            float(np.median(times["mapped"])),
+            float(np.median(times["empty"])),
+            "mapped",
+            "np.empty",
+        )
+    ]
+
+
+def channel_stats(repeat: int, images: int = 6000) -> list[dict]:
+    from linearized_kedro.core import data
+
+    def copy_then_numpy(x):
+        flat = x.reshape(-1, x.shape[-1]).astype(np.float64)
+        return flat.mean(axis=0), flat.std(axis=0, ddof=0)
+
+    pixels = np.random.default_rng(SEED).integers(0, 256, (images, *SHAPE), dtype=np.uint8)
+    x = data.scale_pixels(pixels)
+    times = {"chunks": [], "copy": []}
+    for _ in range(repeat):  # interleaved; the first calls include first-touch memory
+        for name, fn in (("chunks", data.channel_stats), ("copy", copy_then_numpy)):
+            t0 = time.perf_counter()
+            fn(x)
+            times[name].append(time.perf_counter() - t0)
+    for name, values in times.items():
+        print(f"  {name:<7} " + " ".join(f"{v:.3f}" for v in values) + " s")
+    return [
+        report(
+            f"channel stats, {images} images (median)",
+            float(np.median(times["chunks"])),
+            float(np.median(times["copy"])),
+            "chunks",
+            "copy",
+        )
+    ]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n", type=int, default=4000)
     parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--gram-n", type=int, default=8000, help="populated_gram's N")
+    parser.add_argument(
+        "--only", choices=["populated_gram", "channel_stats"], help="run only this one"
+    )
     args = parser.parse_args()
     module = build_model({"name": "lenet"})
     variables = jax.tree_util.tree_map(np.asarray, init_variables(module, SEED, SHAPE))
     x = np.asarray(jax.random.normal(jax.random.key(SEED), (args.n, *SHAPE), jnp.float32))
     print(f"jax {jax.__version__} {jax.default_backend()} | {os.cpu_count()} cores | {load()}")
+    if args.only == "populated_gram":
+        populated_gram(args.gram_n, 1000, args.repeat)
+        return
+    if args.only == "channel_stats":
+        channel_stats(args.repeat)
+        return
     with sharding.host_blas_threads() as threads:
         print(f"BLAS threads: {threads}")
         conv_padding(module, variables, x, args.repeat)
         host_precision(module, variables, x, args.repeat)
         conv_rows_threads(module, variables, x, args.repeat)
         prefetch(module, variables, x, args.repeat)
+    populated_gram(args.gram_n, 1000, args.repeat)
+    channel_stats(args.repeat)
 
 
 if __name__ == "__main__":

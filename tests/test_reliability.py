@@ -275,7 +275,8 @@ def _stopped(pid: int) -> bool:
 
 def test_identical_runs_racing_with_one_paused_share_tiles_safely(lab):
     started = time.perf_counter()
-    params = f"{PARAMS},ntk.block_size=100"  # 3 row blocks: 6 tiles
+    # 3 row blocks: 6 tiles, each written as it finishes (resume_after_s=0).
+    params = f"{PARAMS},ntk.block_size=100,ntk.resume_after_s=0"
     env = {FAULT: "pause-tile:2", FAULT_LOG: ""}
     args = ("run", "--env", "test", "--pipelines", "ntk_spectrum", "--params", params)
     paused, _ = lab.zygote.start(*args, env=env)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 
@@ -41,6 +43,20 @@ def test_channel_stats_match_float64_reference():
     )
     with pytest.raises(ValueError, match="constant"):
         channel_stats(np.ones((3, 2, 2, 1)))
+
+
+def test_channel_stats_are_exact_over_many_chunks():
+    # 150 images of 32x32 = 4.7 chunks of rows; references by math.fsum (exactly rounded).
+    x = np.random.default_rng(3).integers(0, 256, (150, 32, 32, 3)).astype(np.float32) / 255
+    mean, std = channel_stats(x)
+    for c in range(3):
+        values = x[..., c].astype(np.float64).ravel()
+        m = math.fsum(values) / values.size
+        s = math.sqrt(math.fsum((values - m) ** 2) / values.size)
+        assert abs(mean[c] - m) <= 1e-14 * abs(m) and abs(std[c] - s) <= 1e-14 * s
+    # Negative control: accumulating in float32 misses these tolerances.
+    mean32 = x.reshape(-1, 3).mean(axis=0, dtype=np.float32)
+    assert np.max(np.abs(mean32 - mean) / mean) > 1e-14
 
 
 def test_normalize_images():

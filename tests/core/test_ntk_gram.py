@@ -282,6 +282,60 @@ def test_interrupted_run_resumes_without_recomputing(models, products):
     assert not np.array_equal(ntk.ntk_gram(module, variables, x, done_blocks=bad, **kw), full)
 
 
+@pytest.mark.parametrize("products", ["host", "device"])
+def test_deferred_on_block_hands_over_nothing_early_and_everything_late(
+    models, products, monkeypatch
+):
+    """``on_block_after_s``: a Gram finished before the deadline hands over nothing; past
+    it, the tiles held so far (read back out of K) and then every tile at once, each once
+    and equal to the tile handed over without deferral."""
+    module, variables, x = models["mlp"]
+    kw = {"block_size": 4, "products": products}  # 3 blocks -> 6 tiles
+    direct: dict = {}
+    full = ntk.ntk_gram(module, variables, x, on_block=direct.__setitem__, **kw)
+    assert len(direct) == 6
+
+    early: list = []
+    K = ntk.ntk_gram(
+        module, variables, x, on_block=lambda *a: early.append(a), on_block_after_s=3600, **kw
+    )
+    np.testing.assert_array_equal(K, full)
+    assert early == []
+
+    # A clock that advances 1 s per reading: the deadline (2.5 s after the start) passes
+    # at the third tile, which hands over tiles 1-3 together, then tiles 4-6 one by one.
+    from linearized_kedro.core.ntk import gram as gram_module
+
+    readings = []
+
+    def clock():
+        readings.append(None)
+        return float(len(readings) - 1)
+
+    monkeypatch.setattr(gram_module, "_clock", clock)
+    late: list = []
+    K = ntk.ntk_gram(
+        module,
+        variables,
+        x,
+        on_block=lambda key, tile: late.append((key, tile.copy(), len(readings))),
+        on_block_after_s=2.5,
+        **kw,
+    )
+    np.testing.assert_array_equal(K, full)
+    # Clock readings when each tile was handed over: the start, then one per placed tile.
+    assert [n for _, _, n in late] == [4, 4, 4, 5, 6, 7]
+    keys = [key for key, _, _ in late]
+    assert keys == sorted(direct) and len(set(keys)) == 6
+    for key, tile, _ in late:
+        assert isinstance(tile, np.ndarray) and tile.flags.c_contiguous
+        np.testing.assert_array_equal(tile, direct[key])
+    # Negative control: the mirrored (lower) copy of an off-diagonal tile is its transpose,
+    # which the comparison above would have caught had it been read instead.
+    (i, j) = next(key for key in direct if key[0] != key[1])
+    assert not np.array_equal(direct[(i, j)].T, direct[(i, j)])
+
+
 def test_done_blocks_from_another_tiling_are_rejected(models):
     module, variables, x = models["mlp"]
     with pytest.raises(ValueError, match="block_size"):

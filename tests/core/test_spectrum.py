@@ -9,6 +9,7 @@ import pytest
 from reference import known_spectrum, subspace_cos
 
 from linearized_kedro.core import spectrum
+from linearized_kedro.core.spectrum import common
 
 N = 300
 
@@ -103,6 +104,24 @@ def test_bad_inputs(gram, device):
         solve(np.full((4, 4), np.nan), 2)
     with pytest.raises(ValueError, match="Unknown solver"):
         solve(K, 3, solver="arpack")
+
+
+def test_non_finite_grams_are_refused_and_huge_finite_ones_are_not(gram):
+    K = gram[0]
+    for row, col, bad in ((3, 5, np.nan), (0, 0, np.inf), (7, 2, -np.inf)):
+        broken = K.copy()
+        broken[row, col] = bad
+        with pytest.raises(ValueError, match="NaN or Inf"):
+            common.check_gram(broken, 3)
+    both = K.copy()
+    both[1, 1], both[2, 2] = np.inf, -np.inf  # their sum is NaN: still refused
+    with pytest.raises(ValueError, match="NaN or Inf"):
+        common.check_gram(both, 3)
+    # Control: finite entries whose sum overflows to Inf are finite, so accepted.
+    huge = np.full((6, 6), 1e308)
+    with np.errstate(over="ignore"):
+        assert not np.isfinite(huge.sum())
+    assert common.check_gram(huge, 2) is huge
 
 
 def test_bad_nystrom_inputs(gram):

@@ -152,10 +152,33 @@ def test_resnet_zero_columns_are_dropped_and_recorded():
     np.testing.assert_allclose(full.values, out.values, rtol=1e-6)
 
 
+def test_short_grams_write_no_tiles_unless_asked(tmp_path):
+    """``resume_after_s`` (default 30 s): a Gram that finishes sooner persists nothing;
+    with 0 every tile is written. The report says which, and the spectra are equal."""
+    _, variables, x = _case(MLP, (6, 6, 1), 40)
+    factory = GramBlockStoreFactory(tmp_path)
+    kw = dict(seed=0, num_train=40, tile_store=factory)
+    default = compute_spectrum(x, variables, MLP, _config(resume=True, block_size=16), **kw)
+    key = default.report["gram_fingerprint"]
+    assert factory(key).keys() == []
+    assert default.report["gram_tiles"] == {"reused": 0, "written": 0, "resume_after_s": 30.0}
+    # Negative control: resume_after_s=0 writes all six tiles, and says so.
+    eager = compute_spectrum(
+        x, variables, MLP, _config(resume=True, resume_after_s=0, block_size=16), **kw
+    )
+    assert len(factory(key).keys()) == 6
+    assert eager.report["gram_tiles"]["written"] == 6
+    np.testing.assert_array_equal(eager.values, default.values)
+    with pytest.raises(ConfigError, match="resume_after_s"):
+        _config(resume_after_s=-1)
+
+
 def test_interrupted_run_resumes_with_identical_result(tmp_path):
     _, variables, x = _case(MLP, (6, 6, 1), 40)
     factory = GramBlockStoreFactory(tmp_path)
-    config = _config(resume=True, block_size=16)  # 3 blocks -> 6 tiles
+    # resume_after_s=0: every tile is written as it finishes (a tiny Gram would otherwise
+    # finish within the default 30 s and write none).
+    config = _config(resume=True, resume_after_s=0, block_size=16)  # 3 blocks -> 6 tiles
     full = compute_spectrum(x, variables, MLP, config, seed=0, num_train=40, tile_store=factory)
     key = full.report["gram_fingerprint"]
     assert key and len(factory(key).keys()) == 6

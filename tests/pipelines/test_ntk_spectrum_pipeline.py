@@ -122,8 +122,9 @@ def test_interrupted_gram_resumes_with_identical_result(tmp_path, monkeypatch):
             raise KeyboardInterrupt("simulated kill after two tiles")
 
     monkeypatch.setattr(gram_blocks.GramBlockStore, "put", flaky_put)
+    # resume_after_s=0: tiles are written as they finish (not after 30 s of Gram).
     with pytest.raises(KeyboardInterrupt):
-        spectrum(x, variables, MLP, report, _ntk(), 42, tiles)
+        spectrum(x, variables, MLP, report, _ntk(resume_after_s=0), 42, tiles)
     monkeypatch.setattr(gram_blocks.GramBlockStore, "put", original_put)
     stored = [p for p in (tmp_path / "tiles").rglob("tile_*.npy")]
     assert len(stored) == 2
@@ -134,7 +135,7 @@ def test_interrupted_gram_resumes_with_identical_result(tmp_path, monkeypatch):
         "put",
         lambda self, key, tile: (new_tiles.append(key), original_put(self, key, tile)),
     )
-    resumed = spectrum(x, variables, MLP, report, _ntk(), 42, tiles)
+    resumed = spectrum(x, variables, MLP, report, _ntk(resume_after_s=0), 42, tiles)
     # 40 samples in blocks of 16 → 3 row blocks → 6 upper-triangular tiles; 2 were done.
     assert len(new_tiles) == 4
     np.testing.assert_array_equal(resumed[0], full[0])

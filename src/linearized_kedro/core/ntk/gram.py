@@ -32,6 +32,8 @@ Given the same N and b, tile keys are stable, which is what makes ``done_blocks`
 from __future__ import annotations
 
 import logging
+import mmap
+import time
 from collections import OrderedDict
 from collections.abc import Callable, Collection, Iterable, Iterator, Mapping
 from typing import Any
@@ -51,6 +53,8 @@ from .zero_columns import find_zero_columns
 log = logging.getLogger(__name__)
 
 TileKey = tuple[int, int]
+# The clock of ``on_block_after_s`` (a module attribute so tests can replace it).
+_clock = time.monotonic
 
 
 class _BlockCache:
@@ -355,49 +359,122 @@ class TiledGram:
         Raises:
             ValueError: some tiles are missing.
         """
-        seen = set()
-        if on_device:
-            gram = dev.DeviceGram(self.n, self.dtype)
-            put = gram.put
-        else:
-            out = np.empty((self.n, self.n), dtype=self.dtype)
-
-            def put(ri, rj, tile):
-                tile = self._host_tile(tile)
-                out[ri, rj] = tile
-                if ri != rj:
-                    out[rj, ri] = tile.T
-
-        for (i, j), tile in tiles:
-            put(self.rows(i), self.rows(j), tile)
-            seen.add((i, j))
-        missing = sorted(set(self.keys()) - seen)
-        if missing:
-            raise ValueError(
-                f"{len(missing)} of {self.plan['n_tiles']} Gram tiles are missing, e.g. "
-                f"{missing[:5]}; compute them before assembling."
-            )
-        log.info("NTK Gram done: %d feature-block evaluations.", self._cache.evaluations)
-        return gram.array if on_device else out
+        assembly = _Assembly(self, on_device)
+        for key, tile in tiles:
+            assembly.put(key, tile)
+        return assembly.result()
 
     def gram(
         self,
         *,
         done_blocks: Mapping[TileKey, np.ndarray] | None = None,
         on_block: Callable[[TileKey, np.ndarray], None] | None = None,
+        on_block_after_s: float = 0.0,
         progress: bool = False,
         on_device: bool = False,
     ):
-        """The whole Gram: stored tiles reused, the others computed (see ``ntk_gram``)."""
+        """The whole Gram: stored tiles reused, the others computed (see ``ntk_gram`` for
+        ``on_block`` and ``on_block_after_s``)."""
         done = dict(done_blocks or {})
         self.check_tiles(done)
         todo = [key for key in self.keys() if key not in done]
+        assembly = _Assembly(self, on_device)
+        for key, tile in done.items():
+            assembly.put(key, tile)
+        if on_block is None or on_block_after_s <= 0:
+            for key, tile in self.compute(todo, on_block=on_block, progress=progress):
+                assembly.put(key, tile)
+            return assembly.result()
+        # Deferred hand-over: nothing until the Gram has run `on_block_after_s`, then the
+        # tiles finished so far (read back from the Gram, so nothing is held twice) and
+        # every later one as soon as it is placed.
+        deadline = _clock() + float(on_block_after_s)
+        held: list[TileKey] = []
+        for key, tile in self.compute(todo, progress=progress):
+            assembly.put(key, tile)
+            held.append(key)
+            if _clock() >= deadline:
+                for finished in held:
+                    on_block(finished, assembly.tile(finished))
+                held.clear()
+        if held:
+            log.debug(
+                "NTK Gram finished within %.3g s: %d tiles not handed to on_block.",
+                on_block_after_s,
+                len(held),
+            )
+        return assembly.result()
 
-        def tiles():
-            yield from done.items()
-            yield from self.compute(todo, on_block=on_block, progress=progress)
 
-        return self.assemble(tiles(), on_device=on_device)
+# Arrays at least this large are mapped with their pages populated (``mapped_empty``).
+_POPULATE_MIN_BYTES = 64 * 2**20
+
+
+def mapped_empty(shape: tuple[int, ...], dtype: Any) -> np.ndarray:
+    """``np.empty(shape, dtype)`` whose pages are all mapped (zeroed) in one system call.
+
+    For a host Gram (512 MB at N = 8000): written tile by tile, a fresh ``np.empty`` takes
+    its page faults during the assembly, and NumPy asks for transparent huge pages on
+    large arrays, whose faults stall whenever the kernel must compact memory first. On
+    the 2-core test VM, assembling N = 8000 from 1000-row tiles took 0.11–0.74 s
+    (median 0.36 s) with ``np.empty`` against a steady 0.22 s here, each in a fresh
+    process (``benchmarks/cpu_kernels.py --only populated_gram``); inside ``kedro run``
+    the 36 tile writes took 0.75–0.79 s against 0.07 s plus ≈ 0.16 s of mapping. Smaller
+    arrays, and systems
+    without ``MAP_POPULATE``, get ``np.empty``.
+    """
+    dtype = np.dtype(dtype)
+    nbytes = int(np.prod(shape)) * dtype.itemsize
+    populate = getattr(mmap, "MAP_POPULATE", None)
+    if nbytes < _POPULATE_MIN_BYTES or populate is None:
+        return np.empty(shape, dtype)
+    try:
+        buffer = mmap.mmap(-1, nbytes, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS | populate)
+    except (OSError, ValueError):
+        return np.empty(shape, dtype)
+    return np.frombuffer(buffer, dtype=dtype).reshape(shape)
+
+
+class _Assembly:
+    """The (N, N) Gram of a ``TiledGram`` being filled tile by tile (upper tiles mirrored)."""
+
+    def __init__(self, job: TiledGram, on_device: bool):
+        self.job = job
+        self.on_device = on_device
+        self.seen: set[TileKey] = set()
+        if on_device:
+            self.gram = dev.DeviceGram(job.n, job.dtype)
+        else:
+            self.out = mapped_empty((job.n, job.n), job.dtype)
+
+    def put(self, key: TileKey, tile: Any) -> None:
+        ri, rj = self.job.rows(key[0]), self.job.rows(key[1])
+        if self.on_device:
+            self.gram.put(ri, rj, tile)
+        else:
+            tile = self.job._host_tile(tile)
+            self.out[ri, rj] = tile
+            if ri != rj:
+                self.out[rj, ri] = tile.T
+        self.seen.add(tuple(key))
+
+    def tile(self, key: TileKey) -> np.ndarray:
+        """A NumPy copy of the placed tile ``key``."""
+        ri, rj = self.job.rows(key[0]), self.job.rows(key[1])
+        if self.on_device:
+            with dev.x64():
+                return self.job._host_tile(self.gram.array[ri, rj])
+        return np.ascontiguousarray(self.out[ri, rj])
+
+    def result(self):
+        missing = sorted(set(self.job.keys()) - self.seen)
+        if missing:
+            raise ValueError(
+                f"{len(missing)} of {self.job.plan['n_tiles']} Gram tiles are missing, e.g. "
+                f"{missing[:5]}; compute them before assembling."
+            )
+        log.info("NTK Gram done: %d feature-block evaluations.", self.job._cache.evaluations)
+        return self.gram.array if self.on_device else self.out
 
 
 def ntk_gram(
@@ -407,6 +484,7 @@ def ntk_gram(
     *,
     done_blocks: Mapping[TileKey, np.ndarray] | None = None,
     on_block: Callable[[TileKey, np.ndarray], None] | None = None,
+    on_block_after_s: float = 0.0,
     progress: bool = False,
     gram_on_device: bool = False,
     **options: Any,
@@ -421,6 +499,11 @@ def ntk_gram(
             earlier run with the same N and block_size; they are not recomputed.
         on_block: called as ``on_block((i, j), tile)`` (NumPy tile) after each newly
             computed tile, e.g. to persist it.
+        on_block_after_s: hold ``on_block`` back until the Gram has run this many
+            seconds: a Gram that finishes sooner hands over nothing (persisting it would
+            cost more than recomputing it); one that runs longer hands over the tiles
+            finished so far (copied back out of K, so nothing is held twice) and then
+            every tile as soon as it is placed. 0 (default): every tile, at once.
         progress: show a tqdm bar over the tiles.
         gram_on_device: return K as a device array (device products only); use it
             inside ``core.ntk.device.x64()``.
@@ -464,7 +547,11 @@ def ntk_gram(
         raise ValueError("gram_on_device=True needs products='device'.")
     job = TiledGram(module, variables, x, **options)
     return job.gram(
-        done_blocks=done_blocks, on_block=on_block, progress=progress, on_device=gram_on_device
+        done_blocks=done_blocks,
+        on_block=on_block,
+        on_block_after_s=on_block_after_s,
+        progress=progress,
+        on_device=gram_on_device,
     )
 
 

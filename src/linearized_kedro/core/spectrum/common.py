@@ -113,7 +113,12 @@ def check_gram(K: Any, k: int) -> np.ndarray:
     """K as a NumPy array, checked square, finite and with 1 <= k < N."""
     K = np.asarray(K)
     check_size(K.shape, k)
-    if not np.all(np.isfinite(K)):
+    # A NaN or Inf anywhere makes the sum non-finite, so a finite sum clears K in one
+    # read-only pass (no (N, N) boolean temporary: 64 MB at N = 8000); only a non-finite
+    # sum, which a huge finite K could also give, needs the elementwise check.
+    with np.errstate(over="ignore", invalid="ignore"):
+        total = K.sum()
+    if not np.isfinite(total) and not np.all(np.isfinite(K)):
         raise ValueError("K contains NaN or Inf; recompute the Gram matrix.")
     return K
 
