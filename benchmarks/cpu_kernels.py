@@ -19,7 +19,10 @@ inputs (LeNet, CIFAR-shaped N(0, 1) images, seed 42), variants interleaved, best
   them). Each variant runs in a fresh process, as in a ``kedro run``, interleaved;
 * ``channel_stats``: the data pipeline's per-channel mean/std over 6000 CIFAR-shaped
   images, float64 chunks (``core.data.channel_stats``) against NumPy's mean/std of a
-  float64 copy of the whole set (what it did before).
+  float64 copy of the whole set (what it did before);
+* ``krylov_oversampling``: the block Krylov eigensolver (k = 100) on the LeNet and MLP
+  Grams with the block width of ``spectrum.common.krylov_sizes`` (p = k/10 in [10, 30])
+  against the earlier p = min(k, 30), with each one's error against float64 dense.
 
 Usage::
 
@@ -247,13 +250,59 @@ def channel_stats(repeat: int, images: int = 6000) -> list[dict]:
     ]
 
 
+def krylov_oversampling(n: int, repeat: int, k: int = 100) -> list[dict]:
+    from linearized_kedro.core import spectrum
+    from linearized_kedro.core.spectrum import common, host
+
+    def earlier(n, k, max_blocks):  # the rule before: p = max(10, min(k, 30))
+        b = min(k + max(10, min(k, 30)), n)
+        return b, max(1, min(max_blocks, n // b))
+
+    rows = []
+    for name in ("lenet", "mlp"):
+        module = build_model({"name": name})
+        variables = jax.tree_util.tree_map(np.asarray, init_variables(module, SEED, SHAPE))
+        x = np.asarray(jax.random.normal(jax.random.key(SEED), (n, *SHAPE), jnp.float32))
+        K = ntk.ntk_gram(module, variables, x, host_precision="float32")
+        dense = np.linalg.eigvalsh(K)[::-1][:k]
+        times: dict[str, list[float]] = {"now": [], "earlier": []}
+        info = {}
+        for _ in range(repeat):
+            for variant, sizes in (("now", common.krylov_sizes), ("earlier", earlier)):
+                host.krylov_sizes = sizes
+                try:
+                    t0 = time.perf_counter()
+                    out = spectrum.top_eigenpairs(K, k, solver="block_krylov", seed=0)
+                    times[variant].append(time.perf_counter() - t0)
+                finally:
+                    host.krylov_sizes = common.krylov_sizes
+                error = float(np.max(np.abs(out.values - dense) / dense))
+                info[variant] = (
+                    f"b = {out.info['block_size']}, {out.info['krylov_blocks']} "
+                    f"blocks, max rel error {error:.1e}"
+                )
+        print(f"  {name}: now {info['now']}; earlier {info['earlier']}")
+        rows.append(
+            report(
+                f"{name} top-{k} eigensolver, N = {n}",
+                min(times["now"]),
+                min(times["earlier"]),
+                "p=k/10",
+                "p=30",
+            )
+        )
+    return rows
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n", type=int, default=4000)
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--gram-n", type=int, default=8000, help="populated_gram's N")
     parser.add_argument(
-        "--only", choices=["populated_gram", "channel_stats"], help="run only this one"
+        "--only",
+        choices=["populated_gram", "channel_stats", "krylov_oversampling"],
+        help="run only this one",
     )
     args = parser.parse_args()
     module = build_model({"name": "lenet"})
@@ -266,12 +315,17 @@ def main() -> None:
     if args.only == "channel_stats":
         channel_stats(args.repeat)
         return
+    if args.only == "krylov_oversampling":
+        with sharding.host_blas_threads():
+            krylov_oversampling(args.n, args.repeat)
+        return
     with sharding.host_blas_threads() as threads:
         print(f"BLAS threads: {threads}")
         conv_padding(module, variables, x, args.repeat)
         host_precision(module, variables, x, args.repeat)
         conv_rows_threads(module, variables, x, args.repeat)
         prefetch(module, variables, x, args.repeat)
+        krylov_oversampling(args.n, args.repeat)
     populated_gram(args.gram_n, 1000, args.repeat)
     channel_stats(args.repeat)
 

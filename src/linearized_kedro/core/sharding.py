@@ -224,19 +224,44 @@ def _cpu_sample() -> tuple[float, float, float] | None:
     return busy, total, own.user + own.system
 
 
+# The last reading of ``_cpu_sample`` as (time.monotonic(), sample), first taken when this
+# module is imported: a later ``busy_cores()`` measures over the time since, instead of
+# sleeping through a window of its own.
+_LAST_READING: list = [None]
+# Oldest reading ``busy_cores`` measures from; older ones are stale and a fresh window is
+# taken.
+_MAX_WINDOW_S = 10.0
+
+
+def _remember(sample: tuple[float, float, float] | None) -> None:
+    _LAST_READING[0] = None if sample is None else (time.monotonic(), sample)
+
+
 def busy_cores(
     window: float = 0.1, sample: Callable[[], tuple[float, float, float] | None] = _cpu_sample
 ) -> float | None:
-    """Cores kept busy by *other* processes, measured over ``window`` seconds.
+    """Cores kept busy by *other* processes, measured over at least ``window`` seconds.
 
     The CPU time the machine spent busy in the window, less this process's own, in cores.
-    ``None`` where it cannot be measured (no ``/proc/stat``).
+    With the default sampler the window starts at the previous reading (taken when this
+    module was imported, or by the previous call) when that is ``window`` to 10 s old, so
+    a ``kedro run`` measures over its start-up instead of sleeping 0.1 s; otherwise it
+    sleeps through a fresh ``window``. ``None`` where it cannot be measured (no
+    ``/proc/stat``).
     """
-    first = sample()
+    first = None
+    if sample is _cpu_sample and _LAST_READING[0] is not None:
+        taken, reading = _LAST_READING[0]
+        if window <= time.monotonic() - taken <= _MAX_WINDOW_S:
+            first = reading
     if first is None:
-        return None
-    time.sleep(window)
+        first = sample()
+        if first is None:
+            return None
+        time.sleep(window)
     second = sample()
+    if sample is _cpu_sample:
+        _remember(second)
     if second is None:
         return None
     busy, total, own = (b - a for a, b in zip(first, second, strict=True))
@@ -244,6 +269,9 @@ def busy_cores(
         return None
     cores = os.cpu_count() or 1
     return max(0.0, busy - own) / total * cores
+
+
+_remember(_cpu_sample())
 
 
 def host_threads(cores: int | None = None, load: float | None = None) -> int:
@@ -254,8 +282,8 @@ def host_threads(cores: int | None = None, load: float | None = None) -> int:
     with 2 OpenBLAS threads and 9-14 s with one (float64 GEMM 19 vs 33 GFLOP/s). On an
     idle machine this is every core (5.0 s with 2 threads against 6.0 s with one).
 
-    What "busy" means: by default the busy cores are measured (:func:`busy_cores`, 0.1 s of
-    ``/proc/stat``), not read from the load average, which can sit well above the busy
+    What "busy" means: by default the busy cores are measured (:func:`busy_cores`, at least
+    0.1 s of ``/proc/stat``), not read from the load average, which can sit well above the busy
     cores: on the development machine it read 1.6 while ``/proc/stat`` showed both cores
     idle, and the load-average rule then ran the products on one core. The 1-minute load
     average is the fallback where nothing can be measured.
