@@ -14,12 +14,16 @@ inputs (LeNet, CIFAR-shaped N(0, 1) images, seed 42), variants interleaved, best
   against block after block (the whole Gram). On a CPU both share the cores: this is why
   prefetching is on only where the pass runs on an accelerator;
 * ``populated_gram``: assembling an (n, n) float64 Gram from its upper tiles (and their
-  mirrors) into ``gram.mapped_empty`` (pages mapped in one call) against ``np.empty``
+  mirrors) into ``core.memory.mapped_empty`` (pages mapped in one call) against ``np.empty``
   (pages faulted in during the writes, as transparent huge pages where NumPy asks for
   them). Each variant runs in a fresh process, as in a ``kedro run``, interleaved;
 * ``channel_stats``: the data pipeline's per-channel mean/std over 6000 CIFAR-shaped
   images, float64 chunks (``core.data.channel_stats``) against NumPy's mean/std of a
   float64 copy of the whole set (what it did before);
+* ``prepare_data``: ``core.data.prepare_dataset`` on 6000 + 2000 CIFAR-shaped images
+  (scaled and normalised in place in one populated array) against the earlier chain of
+  copies (scale each split, normalise each, concatenate), each in a fresh process,
+  interleaved; the outputs are bitwise equal (``tests/core/test_data.py``);
 * ``krylov_oversampling``: the block Krylov eigensolver (k = 100) on the LeNet and MLP
   Grams with the block width of ``spectrum.common.krylov_sizes`` (p = k/10 in [10, 30])
   against the earlier p = min(k, 30), with each one's error against float64 dense.
@@ -179,7 +183,7 @@ def prefetch(module, variables, x, repeat: int) -> list[dict]:
 
 _ASSEMBLY = """
 import sys, time, numpy as np
-from linearized_kedro.core.ntk.gram import mapped_empty
+from linearized_kedro.core.memory import mapped_empty
 n, b, mode = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
 tile = np.random.default_rng(0).random((b, b))
 t0 = time.perf_counter()
@@ -250,6 +254,51 @@ def channel_stats(repeat: int, images: int = 6000) -> list[dict]:
     ]
 
 
+_PREPARE = """
+import sys, time, numpy as np
+from linearized_kedro.core import data
+rng = np.random.default_rng(0)
+tri = rng.integers(0, 256, (6000, 32, 32, 3), dtype=np.uint8)
+tei = rng.integers(0, 256, (2000, 32, 32, 3), dtype=np.uint8)
+trl, tel = rng.integers(0, 10, 6000), rng.integers(0, 10, 2000)
+t0 = time.perf_counter()
+if sys.argv[1] == "in_place":
+    data.prepare_dataset(tri, trl, tei, tel, 6000, 2000, 3)
+else:  # the earlier chain of copies
+    x_train, x_test = data.scale_pixels(tri), data.scale_pixels(tei)
+    x_train, x_test = (x.astype(np.float32) for x in (x_train, x_test))
+    mean, std = data.channel_stats(x_train)
+    x_train = data.normalize_images(x_train, mean, std).astype(np.float32)
+    x_test = data.normalize_images(x_test, mean, std).astype(np.float32)
+    np.concatenate([x_train, x_test], axis=0)
+print(time.perf_counter() - t0)
+"""
+
+
+def prepare_data(repeat: int) -> list[dict]:
+    import subprocess
+    import sys
+
+    times: dict[str, list[float]] = {"in_place": [], "copies": []}
+    for _ in range(repeat):
+        for mode in times:
+            out = subprocess.run(
+                [sys.executable, "-c", _PREPARE, mode], capture_output=True, text=True, check=True
+            )
+            times[mode].append(float(out.stdout.split()[-1]))
+    for mode, values in times.items():
+        print(f"  {mode:<8} " + " ".join(f"{v:.3f}" for v in values) + " s (fresh processes)")
+    return [
+        report(
+            "prepare 6000 + 2000 images (median)",
+            float(np.median(times["in_place"])),
+            float(np.median(times["copies"])),
+            "in place",
+            "copies",
+        )
+    ]
+
+
 def krylov_oversampling(n: int, repeat: int, k: int = 100) -> list[dict]:
     from linearized_kedro.core import spectrum
     from linearized_kedro.core.spectrum import common, host
@@ -301,7 +350,7 @@ def main() -> None:
     parser.add_argument("--gram-n", type=int, default=8000, help="populated_gram's N")
     parser.add_argument(
         "--only",
-        choices=["populated_gram", "channel_stats", "krylov_oversampling"],
+        choices=["populated_gram", "channel_stats", "krylov_oversampling", "prepare_data"],
         help="run only this one",
     )
     args = parser.parse_args()
@@ -314,6 +363,9 @@ def main() -> None:
         return
     if args.only == "channel_stats":
         channel_stats(args.repeat)
+        return
+    if args.only == "prepare_data":
+        prepare_data(args.repeat)
         return
     if args.only == "krylov_oversampling":
         with sharding.host_blas_threads():
@@ -328,6 +380,7 @@ def main() -> None:
         krylov_oversampling(args.n, args.repeat)
     populated_gram(args.gram_n, 1000, args.repeat)
     channel_stats(args.repeat)
+    prepare_data(args.repeat)
 
 
 if __name__ == "__main__":

@@ -159,6 +159,28 @@ def test_prepare_dataset_float64_reference():
     np.testing.assert_allclose(out.inputs[:20].astype(np.float64).std(axis=(0, 1, 2)), 1, atol=1e-5)
 
 
+def test_prepare_dataset_in_place_equals_the_public_steps_bitwise(monkeypatch):
+    """prepare_dataset scales and normalises in place, in one (populated) array; its bytes
+    equal scale_pixels -> channel_stats -> normalize_images -> concatenate."""
+    from linearized_kedro.core import memory
+
+    monkeypatch.setattr(memory, "_POPULATE_MIN_BYTES", 0)  # take the mapped path here too
+    xtr, xte = _images(70, seed=4), _images(30, seed=5)
+    ytr, yte = np.arange(70) % 10, np.arange(30) % 10
+    out = prepare_dataset(xtr, ytr, xte, yte, 50, 20, subset_seed=1)
+    tr_idx, te_idx = out.sample_index[:50], out.sample_index[50:] - 70
+    x_train, x_test = scale_pixels(xtr[tr_idx]), scale_pixels(xte[te_idx])
+    mean, std = channel_stats(x_train)
+    steps = np.concatenate(
+        [normalize_images(x_train, mean, std), normalize_images(x_test, mean, std)]
+    )
+    assert out.inputs.dtype == steps.dtype == np.float32
+    assert out.inputs.tobytes() == steps.tobytes()
+    # Negative control: the same formula evaluated in float64, then rounded, differs.
+    f64 = ((np.concatenate([xtr[tr_idx], xte[te_idx]]) / 255.0) - mean) / std
+    assert out.inputs.tobytes() != f64.astype(np.float32).tobytes()
+
+
 def test_prepare_dataset_without_normalisation_and_shape_check():
     x, y = _images(20), np.arange(20) % 10
     out = prepare_dataset(x, y, x, y, 20, 20, 0, normalize=False, max_value=255)

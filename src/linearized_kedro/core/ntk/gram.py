@@ -32,7 +32,6 @@ Given the same N and b, tile keys are stable, which is what makes ``done_blocks`
 from __future__ import annotations
 
 import logging
-import mmap
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Collection, Iterable, Iterator, Mapping
@@ -44,6 +43,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from .. import sharding
+from ..memory import mapped_empty
 from . import device as dev
 from .features import Features, feature_fn
 from .plan import DEFAULT_MEMORY_BUDGET, PRODUCTS, make_plan, resolve_host_precision
@@ -404,35 +404,6 @@ class TiledGram:
                 len(held),
             )
         return assembly.result()
-
-
-# Arrays at least this large are mapped with their pages populated (``mapped_empty``).
-_POPULATE_MIN_BYTES = 64 * 2**20
-
-
-def mapped_empty(shape: tuple[int, ...], dtype: Any) -> np.ndarray:
-    """``np.empty(shape, dtype)`` whose pages are all mapped (zeroed) in one system call.
-
-    For a host Gram (512 MB at N = 8000): written tile by tile, a fresh ``np.empty`` takes
-    its page faults during the assembly, and NumPy asks for transparent huge pages on
-    large arrays, whose faults stall whenever the kernel must compact memory first. On
-    the 2-core test VM, assembling N = 8000 from 1000-row tiles took 0.11–0.74 s
-    (median 0.36 s) with ``np.empty`` against a steady 0.22 s here, each in a fresh
-    process (``benchmarks/cpu_kernels.py --only populated_gram``); inside ``kedro run``
-    the 36 tile writes took 0.75–0.79 s against 0.07 s plus ≈ 0.16 s of mapping. Smaller
-    arrays, and systems
-    without ``MAP_POPULATE``, get ``np.empty``.
-    """
-    dtype = np.dtype(dtype)
-    nbytes = int(np.prod(shape)) * dtype.itemsize
-    populate = getattr(mmap, "MAP_POPULATE", None)
-    if nbytes < _POPULATE_MIN_BYTES or populate is None:
-        return np.empty(shape, dtype)
-    try:
-        buffer = mmap.mmap(-1, nbytes, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS | populate)
-    except (OSError, ValueError):
-        return np.empty(shape, dtype)
-    return np.frombuffer(buffer, dtype=dtype).reshape(shape)
 
 
 class _Assembly:
