@@ -25,6 +25,9 @@ Usage::
     python benchmarks/ntk_spectrum.py --model lenet --n 4000 --k 100 --original
     python benchmarks/ntk_spectrum.py --model resnet18 --n 2000 --k 100
     python benchmarks/ntk_spectrum.py --kedro 8000    # profile `kedro run` (LeNet)
+    # 3 runs each of the defaults and of a variant, interleaved, with their ratio:
+    python benchmarks/ntk_spectrum.py --kedro 8000 --kedro-repeat 3 \
+        --kedro-variant ntk.resume_after_s=0
 """
 
 from __future__ import annotations
@@ -272,13 +275,21 @@ def benchmark(args) -> dict:
 
 
 # ----------------------------------------------------------------------------- kedro run
-def kedro_profile(n: int, model: str) -> dict:
+def extra_params(extra: str) -> str:
+    """``--params`` additions: ``"a=1,b=2"`` -> ``",a=1,b=2"`` (empty stays empty)."""
+    return f",{extra}" if extra else ""
+
+
+def kedro_profile(n: int, model: str, repeat: int = 1, variant: str | None = None) -> dict:
     """Times `kedro run --pipelines ntk_spectrum` on generated CIFAR-10 files of n images.
 
     A throw-away copy of the project gets CIFAR-10 binary archives in the official format
     (seeded noise, ``tests/official_formats.py``) with their checksums, so nothing is
     downloaded. Reports the wall time and where it went, from the node timings in the
-    log and the spectrum report.
+    log and the spectrum report. With ``repeat`` > 1 the pipeline runs again (the first
+    run fills the project's compilation cache; later ones are what a user sees from then
+    on); with ``variant`` (extra ``--params``, e.g. ``ntk.resume_after_s=0``) each run of
+    the defaults is followed by one with the variant, and the median ratio is printed.
     """
     sys.path.insert(0, str(ROOT / "tests"))
     from official_formats import raw_images_catalog, write_cifar10_binary
@@ -325,22 +336,54 @@ def kedro_profile(n: int, model: str) -> dict:
             check=True,
         )
         imports = time.perf_counter() - t0
+
+        def latest_timings() -> dict:
+            # Versioned: .../ntk_report.json/<version>/ntk_report.json; the newest run's.
+            reports = sorted(
+                (p for p in (project / "data").rglob("ntk_report.json") if p.is_file()),
+                key=lambda p: p.parent.name,
+            )
+            return json.loads(reports[-1].read_text()).get("timings", {}) if reports else {}
+
         data_wall, _ = run("--pipelines", "data", "--params", params)
-        spectrum_wall, log = run("--pipelines", "ntk_spectrum", "--params", params)
-        report = {}
-        # Versioned: .../ntk_report.json/<version>/ntk_report.json (one run: one version).
-        for path in sorted((project / "data").rglob("ntk_report.json")):
-            if path.is_file():
-                report = json.loads(path.read_text())
-        return {
+        runs: dict[str, list] = {"defaults": [], "variant": []}
+        log = ""
+        for r in range(max(1, repeat)):
+            for label, extra in (("defaults", ""), ("variant", variant)):
+                if extra is None:
+                    continue
+                wall, log = run(
+                    "--pipelines", "ntk_spectrum", "--params", params + extra_params(extra)
+                )
+                timings = latest_timings()
+                runs[label].append({"wall_seconds": wall, "spectrum_timings": timings})
+                print(
+                    f"kedro run {label} #{r}: {wall:.2f} s wall, spectrum node "
+                    f"{timings.get('total_seconds', float('nan')):.2f} s (Gram "
+                    f"{timings.get('gram_seconds', float('nan')):.2f} s, eigensolver "
+                    f"{timings.get('eigensolver_seconds', float('nan')):.2f} s) ({load()})",
+                    flush=True,
+                )
+        out = {
             "n": n,
             "model": model,
             "imports_seconds": imports,
             "data_pipeline_seconds": data_wall,
-            "ntk_spectrum_pipeline_seconds": spectrum_wall,
-            "spectrum_timings": report.get("timings"),
+            "ntk_spectrum_pipeline_seconds": runs["defaults"][0]["wall_seconds"],
+            "spectrum_timings": runs["defaults"][0]["spectrum_timings"],
+            "runs": runs,
             "log_tail": log[-3000:],
         }
+        if variant:
+            base = float(np.median([r["wall_seconds"] for r in runs["defaults"]]))
+            other = float(np.median([r["wall_seconds"] for r in runs["variant"]]))
+            out["variant"] = {"params": variant, "median_ratio_wall": other / base}
+            print(
+                f"median wall: defaults {base:.2f} s, with {variant} {other:.2f} s: "
+                f"ratio {other / base:.2f}x ({load()})",
+                flush=True,
+            )
+        return out
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
@@ -358,10 +401,14 @@ def main() -> None:
     parser.add_argument("--host-gflops", type=float, default=20.0, help="for the estimate")
     parser.add_argument("--reference", action="store_true", help="float64 dense reference")
     parser.add_argument("--kedro", type=int, default=0, help="profile `kedro run` at N")
+    parser.add_argument("--kedro-repeat", type=int, default=1, help="ntk_spectrum runs")
+    parser.add_argument(
+        "--kedro-variant", default=None, help="extra --params to compare, e.g. ntk.resume_after_s=0"
+    )
     parser.add_argument("--json", type=Path, default=None, help="write the figures here")
     args = parser.parse_args()
     if args.kedro:
-        out = kedro_profile(args.kedro, args.model)
+        out = kedro_profile(args.kedro, args.model, args.kedro_repeat, args.kedro_variant)
         print(json.dumps({k: v for k, v in out.items() if k != "log_tail"}, indent=1))
     else:
         out = benchmark(args)

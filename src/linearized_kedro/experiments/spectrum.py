@@ -66,8 +66,9 @@ class SpectrumConfig(Config):
         resume_after_s: with ``resume``, start persisting tiles only once the Gram has
             run this many seconds (then the tiles finished so far, and every later one
             as it finishes). A Gram that finishes sooner writes no tiles: a killed run
-            loses at most this much Gram work, and short Grams skip the writes (≈ 1.3 s
-            of 5.7 s at LeNet N = 8000 on 2 cores). 0: every tile as it finishes. A
+            loses at most this much Gram work, and short Grams skip the writes (LeNet
+            N = 8000 on 2 cores: Gram 4.35-4.57 s without them, 5.20-6.00 s with them;
+            ``benchmarks/ntk_spectrum.py --kedro-variant``). 0: every tile as it finishes. A
             multi-process run always writes at once (the store is how tiles meet).
         progress: progress bars.
         device: where products, Gram and eigensolver run: ``auto`` (the device when JAX's
