@@ -24,6 +24,9 @@ inputs (LeNet, CIFAR-shaped N(0, 1) images, seed 42), variants interleaved, best
   (scaled and normalised in place in one populated array) against the earlier chain of
   copies (scale each split, normalise each, concatenate), each in a fresh process,
   interleaved; the outputs are bitwise equal (``tests/core/test_data.py``);
+* ``conv_forms``: LeNet's first convolution (3 → 6 channels, 5×5, 1000 images) as XLA's
+  convolution with the kernel padded to 8 channels (what ``core.layers`` does) against an
+  im2col GEMM and against 25 shifted GEMMs, all jitted (a negative result: neither helps);
 * ``krylov_oversampling``: the block Krylov eigensolver (k = 100) on the LeNet and MLP
   Grams with the block width of ``spectrum.common.krylov_sizes`` (p = k/10 in [10, 30])
   against the earlier p = min(k, 30), with each one's error against float64 dense.
@@ -299,6 +302,54 @@ def prepare_data(repeat: int) -> list[dict]:
     ]
 
 
+def conv_forms(repeat: int, images: int = 1000) -> list[dict]:
+    from jax import lax
+
+    x = jax.random.normal(jax.random.key(SEED), (images, *SHAPE))
+    w = jax.random.normal(jax.random.key(SEED + 1), (5, 5, 3, 6))
+    hi = lax.Precision.HIGHEST
+
+    def padded(x):
+        w8 = jnp.pad(w, ((0, 0), (0, 0), (0, 0), (0, 2)))
+        dims = ("NHWC", "HWIO", "NHWC")
+        return lax.conv_general_dilated(x, w8, (1, 1), "VALID", dimension_numbers=dims)[..., :6]
+
+    def im2col(x):
+        dims = ("NHWC", "HWIO", "NHWC")
+        p = lax.conv_general_dilated_patches(x, (5, 5), (1, 1), "VALID", dimension_numbers=dims)
+        wm = jnp.transpose(w, (2, 0, 1, 3)).reshape(75, 6)  # patches are (C, kh, kw)
+        return jnp.einsum("bhwk,ko->bhwo", p, wm, precision=hi)
+
+    def shifted(x):
+        out = 0.0
+        for dy in range(5):
+            for dx in range(5):
+                part = x[:, dy : dy + 28, dx : dx + 28]
+                out = out + jnp.einsum("bhwc,co->bhwo", part, w[dy, dx], precision=hi)
+        return out
+
+    times = {}
+    for name, fn in (("padded", padded), ("im2col", im2col), ("shifted", shifted)):
+        compiled = jax.jit(fn)
+        times[name] = best(lambda compiled=compiled: compiled(x), repeat)
+    return [
+        report(
+            f"first conv as im2col, {images} images",
+            times["padded"],
+            times["im2col"],
+            "padded conv",
+            "im2col",
+        ),
+        report(
+            f"first conv as shifts, {images} images",
+            times["padded"],
+            times["shifted"],
+            "padded conv",
+            "25 GEMMs",
+        ),
+    ]
+
+
 def krylov_oversampling(n: int, repeat: int, k: int = 100) -> list[dict]:
     from linearized_kedro.core import spectrum
     from linearized_kedro.core.spectrum import common, host
@@ -350,7 +401,13 @@ def main() -> None:
     parser.add_argument("--gram-n", type=int, default=8000, help="populated_gram's N")
     parser.add_argument(
         "--only",
-        choices=["populated_gram", "channel_stats", "krylov_oversampling", "prepare_data"],
+        choices=[
+            "populated_gram",
+            "channel_stats",
+            "krylov_oversampling",
+            "prepare_data",
+            "conv_forms",
+        ],
         help="run only this one",
     )
     args = parser.parse_args()
@@ -363,6 +420,9 @@ def main() -> None:
         return
     if args.only == "channel_stats":
         channel_stats(args.repeat)
+        return
+    if args.only == "conv_forms":
+        conv_forms(args.repeat)
         return
     if args.only == "prepare_data":
         prepare_data(args.repeat)
@@ -378,6 +438,7 @@ def main() -> None:
         conv_rows_threads(module, variables, x, args.repeat)
         prefetch(module, variables, x, args.repeat)
         krylov_oversampling(args.n, args.repeat)
+        conv_forms(args.repeat)
     populated_gram(args.gram_n, 1000, args.repeat)
     channel_stats(args.repeat)
     prepare_data(args.repeat)
