@@ -41,7 +41,7 @@ from __future__ import annotations
 import argparse
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -184,10 +184,38 @@ def prefetch(module, variables, x, repeat: int) -> list[dict]:
     return [report(f"whole Gram, N = {x.shape[0]}", times[True], times[False], "prefetch", "none")]
 
 
+def fresh_processes(script: str, modes: Sequence[str], repeat: int, *args: str) -> dict:
+    """Seconds printed by ``python -c script MODE *args``, each run in a fresh process (as
+    in a ``kedro run``: first-touch memory included), the modes interleaved."""
+    import subprocess
+    import sys
+
+    times: dict[str, list[float]] = {mode: [] for mode in modes}
+    for _ in range(repeat):
+        for mode in modes:
+            out = subprocess.run(
+                [sys.executable, "-c", script, mode, *args],
+                capture_output=True,
+                text=True,
+                check=True,
+            )
+            times[mode].append(float(out.stdout.split()[-1]))
+    return times
+
+
+def median_report(name: str, times: dict, on: str, off: str, what_on: str, what_off: str):
+    """Every time of both variants, then their medians' ratio: medians, not minima, where
+    the spread (first-touch memory, huge-page compaction) is part of what is measured."""
+    for mode, values in times.items():
+        print(f"  {mode:<8} " + " ".join(f"{v:.3f}" for v in values) + " s")
+    median_on, median_off = float(np.median(times[on])), float(np.median(times[off]))
+    return [report(f"{name} (median)", median_on, median_off, what_on, what_off)]
+
+
 _ASSEMBLY = """
 import sys, time, numpy as np
 from linearized_kedro.core.memory import mapped_empty
-n, b, mode = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
+mode, n, b = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
 tile = np.random.default_rng(0).random((b, b))
 t0 = time.perf_counter()
 out = mapped_empty((n, n), np.float64) if mode == "mapped" else np.empty((n, n))
@@ -201,32 +229,12 @@ print(time.perf_counter() - t0)
 
 
 def populated_gram(n: int, block: int, repeat: int) -> list[dict]:
-    import subprocess
-    import sys
-
-    times: dict[str, list[float]] = {"mapped": [], "empty": []}
-    for _ in range(repeat):
-        for mode in times:
-            out = subprocess.run(
-                [sys.executable, "-c", _ASSEMBLY, str(n), str(block), mode],
-                capture_output=True,
-                text=True,
-                check=True,
-            )
-            times[mode].append(float(out.stdout.split()[-1]))
-    # Medians, not minima: np.empty's time depends on whether the kernel has free huge
-    # pages at hand (fast) or must compact memory first (slow); that spread is the point.
-    for mode, values in times.items():
-        print(f"  {mode:<7} " + " ".join(f"{v:.3f}" for v in values) + " s (fresh processes)")
-    return [
-        report(
-            f"Gram assembly, N = {n}, b = {block} (median)",
-            float(np.median(times["mapped"])),
-            float(np.median(times["empty"])),
-            "mapped",
-            "np.empty",
-        )
-    ]
+    times = fresh_processes(_ASSEMBLY, ("mapped", "empty"), repeat, str(n), str(block))
+    # np.empty's time depends on whether the kernel has free huge pages at hand (fast) or
+    # must compact memory first (slow): that spread is the point.
+    return median_report(
+        f"Gram assembly, N = {n}, b = {block}", times, "mapped", "empty", "mapped", "np.empty"
+    )
 
 
 def channel_stats(repeat: int, images: int = 6000) -> list[dict]:
@@ -244,17 +252,9 @@ def channel_stats(repeat: int, images: int = 6000) -> list[dict]:
             t0 = time.perf_counter()
             fn(x)
             times[name].append(time.perf_counter() - t0)
-    for name, values in times.items():
-        print(f"  {name:<7} " + " ".join(f"{v:.3f}" for v in values) + " s")
-    return [
-        report(
-            f"channel stats, {images} images (median)",
-            float(np.median(times["chunks"])),
-            float(np.median(times["copy"])),
-            "chunks",
-            "copy",
-        )
-    ]
+    return median_report(
+        f"channel stats, {images} images", times, "chunks", "copy", "chunks", "copy"
+    )
 
 
 _PREPARE = """
@@ -279,27 +279,10 @@ print(time.perf_counter() - t0)
 
 
 def prepare_data(repeat: int) -> list[dict]:
-    import subprocess
-    import sys
-
-    times: dict[str, list[float]] = {"in_place": [], "copies": []}
-    for _ in range(repeat):
-        for mode in times:
-            out = subprocess.run(
-                [sys.executable, "-c", _PREPARE, mode], capture_output=True, text=True, check=True
-            )
-            times[mode].append(float(out.stdout.split()[-1]))
-    for mode, values in times.items():
-        print(f"  {mode:<8} " + " ".join(f"{v:.3f}" for v in values) + " s (fresh processes)")
-    return [
-        report(
-            "prepare 6000 + 2000 images (median)",
-            float(np.median(times["in_place"])),
-            float(np.median(times["copies"])),
-            "in place",
-            "copies",
-        )
-    ]
+    times = fresh_processes(_PREPARE, ("in_place", "copies"), repeat)
+    return median_report(
+        "prepare 6000 + 2000 images", times, "in_place", "copies", "in place", "copies"
+    )
 
 
 def conv_forms(repeat: int, images: int = 1000) -> list[dict]:
