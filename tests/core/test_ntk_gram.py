@@ -330,6 +330,21 @@ def test_deferred_on_block_hands_over_nothing_early_and_everything_late(
     for key, tile, _ in late:
         assert isinstance(tile, np.ndarray) and tile.flags.c_contiguous
         np.testing.assert_array_equal(tile, direct[key])
+    if products == "device":  # tiles read back out of a Gram assembled on the device
+        readings.clear()
+        on_device: dict = {}
+        ntk.ntk_gram(
+            module,
+            variables,
+            x,
+            on_block=on_device.__setitem__,
+            on_block_after_s=2.5,
+            gram_on_device=True,
+            **kw,
+        )
+        assert sorted(on_device) == sorted(direct)
+        for key, tile in on_device.items():
+            np.testing.assert_array_equal(tile, direct[key])
     # Negative control: the mirrored (lower) copy of an off-diagonal tile is its transpose,
     # which the comparison above would have caught had it been read instead.
     (i, j) = next(key for key in direct if key[0] != key[1])
