@@ -112,21 +112,24 @@ def test_busy_cores_measure_since_the_last_reading_without_sleeping(monkeypatch)
     monkeypatch.setattr(sharding, "_cpu_sample", lambda: next(readings))
     now = sharding.time.monotonic()
     # A reading 2 s old: busy 4 of 10 CPU-s, 1 of them ours -> 3/10 of the cores; no sleep.
-    monkeypatch.setattr(sharding, "_LAST_READING", [(now - 2.0, (1.0, 0.0, 0.0))])
+    pid = os.getpid()
+    monkeypatch.setattr(sharding, "_LAST_READING", [(pid, now - 2.0, (1.0, 0.0, 0.0))])
     cores = os.cpu_count() or 1
     got = sharding.busy_cores(sample=sharding._cpu_sample)
     assert got == pytest.approx(0.3 * cores) and sleeps == []
     # That call's reading is the next window's start ... unless it is too fresh (< 0.1 s):
     # then a fresh window is sampled, with a sleep. Negative control for the reuse above.
-    assert sharding._LAST_READING[0][1] == (5.0, 10.0, 1.0)
+    assert sharding._LAST_READING[0][2] == (5.0, 10.0, 1.0)
     assert sharding.busy_cores(sample=sharding._cpu_sample) == pytest.approx(0.5 * cores / 1.0)
     assert sleeps == [0.1]
-    # A stale reading (over 10 s old) is not used either.
-    monkeypatch.setattr(sharding, "_LAST_READING", [(now - 60.0, (0.0, 0.0, 0.0))])
-    readings = iter([(0.0, 0.0, 0.0), (1.0, 2.0, 0.0)])
-    monkeypatch.setattr(sharding, "_cpu_sample", lambda: next(readings))
-    assert sharding.busy_cores(sample=sharding._cpu_sample) == pytest.approx(0.5 * cores)
-    assert sleeps == [0.1, 0.1]
+    # A stale reading (over 10 s old) is not used either, nor one of another process (a
+    # forked child inherits its parent's reading, but not its CPU times).
+    for stale in ((pid, now - 60.0), (pid + 1, now - 2.0)):
+        monkeypatch.setattr(sharding, "_LAST_READING", [(*stale, (0.0, 0.0, 0.0))])
+        readings = iter([(0.0, 0.0, 0.0), (1.0, 2.0, 0.0)])
+        monkeypatch.setattr(sharding, "_cpu_sample", lambda readings=readings: next(readings))
+        assert sharding.busy_cores(sample=sharding._cpu_sample) == pytest.approx(0.5 * cores)
+    assert sleeps == [0.1, 0.1, 0.1]
 
 
 # --------------------------------------------------------------------------------------

@@ -224,9 +224,11 @@ def _cpu_sample() -> tuple[float, float, float] | None:
     return busy, total, own.user + own.system
 
 
-# The last reading of ``_cpu_sample`` as (time.monotonic(), sample), first taken when this
-# module is imported: a later ``busy_cores()`` measures over the time since, instead of
-# sleeping through a window of its own.
+# The last reading of ``_cpu_sample`` as (pid, time.monotonic(), sample), first taken when
+# this module is imported: a later ``busy_cores()`` in the same process measures over the
+# time since, instead of sleeping through a window of its own. The pid matters: a forked
+# child (e.g. of a process that imported the project once and forks runs) inherits the
+# reading, but its own CPU times restart at zero, so the parent's reading is no start.
 _LAST_READING: list = [None]
 # Oldest reading ``busy_cores`` measures from; older ones are stale and a fresh window is
 # taken.
@@ -234,7 +236,7 @@ _MAX_WINDOW_S = 10.0
 
 
 def _remember(sample: tuple[float, float, float] | None) -> None:
-    _LAST_READING[0] = None if sample is None else (time.monotonic(), sample)
+    _LAST_READING[0] = None if sample is None else (os.getpid(), time.monotonic(), sample)
 
 
 def busy_cores(
@@ -243,16 +245,17 @@ def busy_cores(
     """Cores kept busy by *other* processes, measured over at least ``window`` seconds.
 
     The CPU time the machine spent busy in the window, less this process's own, in cores.
-    With the default sampler the window starts at the previous reading (taken when this
-    module was imported, or by the previous call) when that is ``window`` to 10 s old, so
+    With the default sampler the window starts at the previous reading of this process
+    (taken when this module was imported, or by the previous call) when that is ``window``
+    to 10 s old, so
     a ``kedro run`` measures over its start-up instead of sleeping 0.1 s; otherwise it
     sleeps through a fresh ``window``. ``None`` where it cannot be measured (no
     ``/proc/stat``).
     """
     first = None
     if sample is _cpu_sample and _LAST_READING[0] is not None:
-        taken, reading = _LAST_READING[0]
-        if window <= time.monotonic() - taken <= _MAX_WINDOW_S:
+        pid, taken, reading = _LAST_READING[0]
+        if pid == os.getpid() and window <= time.monotonic() - taken <= _MAX_WINDOW_S:
             first = reading
     if first is None:
         first = sample()
