@@ -7,6 +7,9 @@ are stored as float32.
 
 from __future__ import annotations
 
+import functools
+import os
+
 import jax
 import numpy as np
 import pytest
@@ -171,6 +174,28 @@ def test_short_grams_write_no_tiles_unless_asked(tmp_path):
     np.testing.assert_array_equal(eager.values, default.values)
     with pytest.raises(ConfigError, match="resume_after_s"):
         _config(resume_after_s=-1)
+
+
+def test_blas_threads_do_not_follow_the_load_unless_asked(monkeypatch):
+    """``ntk.blas_threads: all`` (default) uses every core whatever other processes do, so
+    the same machine gives the same bits; ``free`` follows the measured load (and the
+    rounding of BLAS/LAPACK with it); a count is taken as given."""
+    from linearized_kedro.core import sharding
+
+    for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+        monkeypatch.delenv(var, raising=False)
+    cores = os.cpu_count() or 1
+    monkeypatch.setattr(sharding, "busy_cores", lambda: float(cores))  # all cores busy
+    _, variables, x = _case(MLP, (6, 6, 1), 40)
+    run = functools.partial(compute_spectrum, x, variables, MLP, seed=0, num_train=40)
+    assert run(_config()).report["blas_threads"] == cores
+    assert run(_config(blas_threads=1)).report["blas_threads"] == 1
+    # Negative control: "free" gives the busy machine a single thread.
+    assert run(_config(blas_threads="free")).report["blas_threads"] == 1
+    with pytest.raises(ConfigError, match="blas_threads"):
+        _config(blas_threads=0)
+    with pytest.raises(ConfigError, match="blas_threads"):
+        _config(blas_threads="some")
 
 
 def test_interrupted_run_resumes_with_identical_result(tmp_path):

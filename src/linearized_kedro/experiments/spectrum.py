@@ -22,6 +22,7 @@ columns, plan, residuals, timings), so a stored spectrum says how it was made.
 from __future__ import annotations
 
 import logging
+import os
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -88,6 +89,14 @@ class SpectrumConfig(Config):
         tol: relative residual target of the iterative eigensolver; ``null`` → 1e-5.
         distributed_timeout_s: how long process 0 of a multi-process run waits for the
             other processes' tiles.
+        blas_threads: host BLAS threads (and the host loops beside them): ``all`` (every
+            core: the same machine gives the same bits whatever its load), ``free`` (the
+            cores other processes leave idle, measured from ``/proc/stat``: faster on an
+            oversubscribed machine, but the rounding of BLAS products and LAPACK
+            eigensolvers depends on the thread count, so results then vary with the load
+            at rounding level) or a count.
+            ``OMP_NUM_THREADS`` / ``OPENBLAS_NUM_THREADS`` / ``MKL_NUM_THREADS`` in the
+            environment take precedence.
     """
 
     SECTION: ClassVar[str] = "ntk"
@@ -109,6 +118,7 @@ class SpectrumConfig(Config):
     drop_zero_columns: bool = True
     tol: float | None = None
     distributed_timeout_s: float = 3600.0
+    blas_threads: int | Literal["all", "free"] = "all"
 
     def validate(self) -> None:
         checks = (
@@ -128,6 +138,11 @@ class SpectrumConfig(Config):
             ("tol", self.tol is None or 0 < self.tol < 1, "in (0, 1) or null"),
             ("distributed_timeout_s", self.distributed_timeout_s > 0, "> 0"),
             ("resume_after_s", self.resume_after_s >= 0, ">= 0 (0: persist every tile)"),
+            (
+                "blas_threads",
+                self.blas_threads in ("all", "free") or int(self.blas_threads) >= 1,
+                "'all', 'free' or a count >= 1",
+            ),
         )
         for name, ok, what in checks:
             if not ok:
@@ -327,7 +342,7 @@ def compute_spectrum(
         "timings": {},
     }
     module = build_model(model)
-    with sharding.host_blas_threads() as threads:
+    with sharding.host_blas_threads(_blas_threads(config.blas_threads)) as threads:
         report["blas_threads"] = threads
         pairs = _spectrum(
             module, variables, inputs, model, config, report, tile_store, process_index, int(seed)
@@ -422,6 +437,15 @@ def _nystrom(module, variables, inputs, config: SpectrumConfig, seed: int, repor
         "eigensolver": "host",
     }
     return pairs
+
+
+def _blas_threads(setting: int | str) -> int | None:
+    """``ntk.blas_threads`` as a count for ``host_blas_threads`` (None: measure free cores)."""
+    if setting == "free":
+        return None
+    if setting == "all":
+        return os.cpu_count() or 1
+    return int(setting)
 
 
 def _exact_gram(module, variables, inputs, model, config, report, tile_store, process_index):
