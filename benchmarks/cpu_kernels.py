@@ -21,9 +21,11 @@ inputs (LeNet, CIFAR-shaped N(0, 1) images, seed 42), variants interleaved, best
   images, float64 chunks (``core.data.channel_stats``) against NumPy's mean/std of a
   float64 copy of the whole set (what it did before);
 * ``prepare_data``: ``core.data.prepare_dataset`` on 6000 + 2000 CIFAR-shaped images
-  (scaled and normalised in place in one populated array) against the earlier chain of
-  copies (scale each split, normalise each, concatenate), each in a fresh process,
-  interleaved; the outputs are bitwise equal (``tests/core/test_data.py``);
+  (uint8 pixels through a 256-entry lookup table per channel, statistics from their
+  histogram, into one populated array) against the earlier chain of copies (scale each
+  split, normalise each, concatenate) and against the same steps done in place
+  (``arithmetic``), each in a fresh process, interleaved; the outputs are bitwise equal
+  (``tests/core/test_data.py``);
 * ``conv_forms``: LeNet's first convolution (3 → 6 channels, 5×5, 1000 images) as XLA's
   convolution with the kernel padded to 8 channels (what ``core.layers`` does) against an
   im2col GEMM and against 25 shifted GEMMs, all jitted (a negative result: neither helps);
@@ -267,6 +269,13 @@ trl, tel = rng.integers(0, 10, 6000), rng.integers(0, 10, 2000)
 t0 = time.perf_counter()
 if sys.argv[1] == "in_place":
     data.prepare_dataset(tri, trl, tei, tel, 6000, 2000, 3)
+elif sys.argv[1] == "arithmetic":  # the fourth session's in-place steps, no lookup table
+    tr, te = data.stratified_subset(trl, 6000, 3), data.stratified_subset(tel, 2000, 3)
+    x = data.mapped_empty((8000, 32, 32, 3), np.float32)
+    data.scale_pixels(tri[tr], out=x[:6000])
+    data.scale_pixels(tei[te], out=x[6000:])
+    mean, std = data.channel_stats(x[:6000])
+    data.normalize_images(x, mean, std, out=x)
 else:  # the earlier chain of copies
     x_train, x_test = data.scale_pixels(tri), data.scale_pixels(tei)
     x_train, x_test = (x.astype(np.float32) for x in (x_train, x_test))
@@ -279,10 +288,12 @@ print(time.perf_counter() - t0)
 
 
 def prepare_data(repeat: int) -> list[dict]:
-    times = fresh_processes(_PREPARE, ("in_place", "copies"), repeat)
-    return median_report(
-        "prepare 6000 + 2000 images", times, "in_place", "copies", "in place", "copies"
-    )
+    times = fresh_processes(_PREPARE, ("in_place", "arithmetic", "copies"), repeat)
+    name = "prepare 6000 + 2000 images"
+    return [
+        *median_report(name, times, "in_place", "copies", "in place", "copies"),
+        *median_report(name, times, "in_place", "arithmetic", "table", "arithm."),
+    ]
 
 
 def conv_forms(repeat: int, images: int = 1000) -> list[dict]:

@@ -6,6 +6,7 @@ import warnings
 from omegaconf.resolvers import oc
 
 from linearized_kedro.hooks import (
+    CollectorHook,
     JaxRuntimeHook,
     ParameterValidationHook,
     ProvenanceHook,
@@ -41,6 +42,7 @@ os.environ.setdefault("KEDRO_MP_CONTEXT", "spawn")
 HOOKS = (
     *tracking_hooks(),
     JaxRuntimeHook(),
+    CollectorHook(),
     UpstreamArtifactsHook(),
     ProvenanceHook(),
     RunsHook(),

@@ -11,6 +11,7 @@ from linearized_kedro.core.data import (
     binary_labels,
     channel_stats,
     normalize_images,
+    pixel_channel_stats,
     prepare_dataset,
     resolve_subset_size,
     scale_pixels,
@@ -57,6 +58,34 @@ def test_channel_stats_are_exact_over_many_chunks():
     # Negative control: accumulating in float32 misses these tolerances.
     mean32 = x.reshape(-1, 3).mean(axis=0, dtype=np.float32)
     assert np.max(np.abs(mean32 - mean) / mean) > 1e-14
+
+
+def test_pixel_channel_stats_are_exact_from_the_histogram():
+    px = np.random.default_rng(3).integers(0, 256, (150, 32, 32, 3), dtype=np.uint8)
+    x = scale_pixels(px)
+    mean, std = pixel_channel_stats(px)
+    for c in range(3):
+        values = x[..., c].astype(np.float64).ravel()
+        m = math.fsum(values) / values.size
+        s = math.sqrt(math.fsum((values - m) ** 2) / values.size)
+        assert abs(mean[c] - m) <= 1e-15 * abs(m) and abs(std[c] - s) <= 1e-15 * s
+    # channel_stats is within ~1e-14 of fsum (above), so the two agree to a few 1e-14.
+    np.testing.assert_allclose(
+        np.concatenate(channel_stats(x)), np.concatenate((mean, std)), rtol=5e-14
+    )
+    # max_value (digits: 0..16) enters through the float32 pixel values.
+    small = (px % 17).astype(np.uint8)
+    np.testing.assert_allclose(
+        np.concatenate(pixel_channel_stats(small, 16)),
+        np.concatenate(channel_stats(scale_pixels(small, 16))),
+        rtol=1e-13,
+    )
+    # Negative control: another image's histogram gives other statistics.
+    assert not np.allclose(pixel_channel_stats(px[:75])[1], std, rtol=1e-6)
+    with pytest.raises(ValueError, match="uint8"):
+        pixel_channel_stats(x)
+    with pytest.raises(ValueError, match="constant"):
+        pixel_channel_stats(np.zeros((2, 2, 2, 1), np.uint8))
 
 
 def test_normalize_images():
@@ -176,6 +205,20 @@ def test_prepare_dataset_in_place_equals_the_public_steps_bitwise(monkeypatch):
     )
     assert out.inputs.dtype == steps.dtype == np.float32
     assert out.inputs.tobytes() == steps.tobytes()
+    np.testing.assert_allclose(out.mean, mean, rtol=5e-14)  # histogram vs float64 sums
+    np.testing.assert_allclose(out.std, std, rtol=5e-14)
+    # Chunks of the lookup path (here 2 images each) change nothing.
+    from linearized_kedro.core import data
+
+    monkeypatch.setattr(data, "_TABLE_CHUNK_VALUES", 120)
+    chunked = prepare_dataset(xtr, ytr, xte, yte, 50, 20, subset_seed=1)
+    assert chunked.inputs.tobytes() == steps.tobytes()
+    np.testing.assert_array_equal(chunked.std, out.std)
+    # Float pixels take the arithmetic path; same bytes.
+    as_float = prepare_dataset(
+        xtr.astype(np.float32), ytr, xte.astype(np.float32), yte, 50, 20, subset_seed=1
+    )
+    assert as_float.inputs.tobytes() == steps.tobytes()
     # Negative control: the same formula evaluated in float64, then rounded, differs.
     f64 = ((np.concatenate([xtr[tr_idx], xte[te_idx]]) / 255.0) - mean) / std
     assert out.inputs.tobytes() != f64.astype(np.float32).tobytes()

@@ -160,6 +160,30 @@ def test_identical_bytes_are_stored_once_as_a_hard_link(tmp_path):
     assert (other / V2 / other.name).stat().st_nlink == 1
 
 
+def test_identical_bytes_are_linked_without_writing_a_byte(tmp_path, monkeypatch):
+    from linearized_kedro.datasets import atomic
+
+    path = tmp_path / "prepared_inputs.npy"
+    array = np.arange(1000, dtype=np.float32)
+    _committed_run(path, V1, array, deduplicate=True)
+
+    write = atomic.HashingWriter.write
+
+    def no_array_writes(self, data):  # sidecars and commit records are still written
+        if self.path.endswith("/" + path.name):
+            raise AssertionError("a stored file was written")
+        return write(self, data)
+
+    monkeypatch.setattr(atomic.HashingWriter, "write", no_array_writes)
+    _committed_run(path, V2, array, deduplicate=True)  # digest only, then a hard link
+    assert (path / V2 / path.name).stat().st_ino == (path / V1 / path.name).stat().st_ino
+    assert not list(path.rglob("*" + atomic.PARTIAL_SUFFIX))
+    np.testing.assert_array_equal(_bound(path, V3, load=V2).load(), array)
+    # Negative control: new bytes must be written, and are.
+    with pytest.raises(DatasetError, match="a stored file was written"):
+        _committed_run(path, V3, array + 1, deduplicate=True)
+
+
 def test_damage_to_shared_bytes_names_every_version_that_shares_them(tmp_path):
     path = tmp_path / "prepared_inputs.npy"
     array = np.arange(100, dtype=np.float32)

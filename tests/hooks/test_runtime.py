@@ -67,3 +67,58 @@ def test_bad_cache_settings_fail_early(restored):
                 "log_devices": False,
             }
         )
+
+
+class _Context:
+    def __init__(self, runtime):
+        self.config_loader = {"parameters": {"runtime": runtime}}
+
+
+class _Cycle:
+    """An object in a reference cycle: only the cyclic collector can free it."""
+
+    def __init__(self):
+        self.me = self
+
+
+@pytest.mark.parametrize("enabled", [True, False])
+def test_collector_hook_freezes_for_the_run_and_releases_after(enabled):
+    import gc
+    import weakref
+
+    from linearized_kedro.hooks.runtime import CollectorHook
+
+    gc.unfreeze()
+    hook = CollectorHook()
+    obj = _Cycle()
+    alive = weakref.ref(obj)
+    try:
+        hook.after_context_created(_Context({"freeze_gc": enabled}))
+        hook.before_pipeline_run({}, None, None)
+        assert (gc.get_freeze_count() > 0) is enabled
+        del obj
+        gc.collect()
+        # Frozen: the cycle alive when the run started is not collected during the run.
+        # Negative control (runtime.freeze_gc=false): it is.
+        assert (alive() is not None) is enabled
+        hook.after_pipeline_run({}, None, None, None)
+        assert gc.get_freeze_count() == 0
+        gc.collect()
+        assert alive() is None  # collected once the run is over
+    finally:
+        gc.unfreeze()
+
+
+def test_collector_hook_unfreezes_after_a_failed_run():
+    import gc
+
+    from linearized_kedro.hooks.runtime import CollectorHook
+
+    hook = CollectorHook()
+    try:
+        hook.after_context_created(_Context({}))  # default: on
+        assert gc.get_freeze_count() > 0
+        hook.on_pipeline_error(RuntimeError("x"), {}, None, None)
+        assert gc.get_freeze_count() == 0
+    finally:
+        gc.unfreeze()

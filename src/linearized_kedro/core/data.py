@@ -227,6 +227,99 @@ class PreparedData:
     std: np.ndarray
 
 
+def pixel_channel_stats(
+    pixels: np.ndarray, max_value: float = 255.0
+) -> tuple[np.ndarray, np.ndarray]:
+    """``channel_stats(scale_pixels(pixels, max_value))`` from a histogram of uint8 pixels.
+
+    A channel of uint8 pixels takes at most 256 values, so its mean and population std are
+    sums of 256 terms count_v · s_v (s_v the float32 pixel value v / max_value, each
+    product exact in float64): as accurate as ``math.fsum`` over every pixel, without a
+    pass of float64 arithmetic over the images.
+
+    Args:
+        pixels: (N, H, W, C) uint8 training images.
+        max_value: The largest possible pixel value.
+
+    Returns:
+        ``mean`` (C,) and ``std`` (C,), float64.
+
+    Raises:
+        ValueError: For non-uint8 or empty input, or a channel with zero variance.
+    """
+    pixels = np.asarray(pixels)
+    if pixels.dtype != np.uint8 or pixels.ndim != 4 or pixels.shape[0] == 0:
+        raise ValueError(
+            f"Expected (N, H, W, C) uint8 pixels with N > 0, got {pixels.dtype} {pixels.shape}."
+        )
+    return _stats_from_counts(_channel_counts(pixels), max_value)
+
+
+# Images per chunk of the lookup path: its uint16 index (6 MB for CIFAR) is reused, where
+# one index of the whole set was a fresh 37-49 MB allocation whose page faults cost up to
+# 0.4 s on the development VM (transparent huge pages waiting for compaction).
+_TABLE_CHUNK_VALUES = 1 << 22
+
+
+def _table_chunks(pixels: np.ndarray):
+    """(rows, index) over chunks of images: index[..., c] = c·256 + pixel value (uint16)."""
+    per_image = int(np.prod(pixels.shape[1:]))
+    step = max(1, _TABLE_CHUNK_VALUES // per_image)
+    offsets = np.arange(pixels.shape[-1], dtype=np.uint16) * 256
+    buffer = np.empty((min(step, pixels.shape[0]), *pixels.shape[1:]), np.uint16)
+    for lo in range(0, pixels.shape[0], step):
+        hi = min(lo + step, pixels.shape[0])
+        index = buffer[: hi - lo]
+        np.add(pixels[lo:hi], offsets, out=index, dtype=np.uint16)
+        yield slice(lo, hi), index
+
+
+def _channel_counts(pixels: np.ndarray) -> np.ndarray:
+    """(C, 256) counts of each uint8 value per channel."""
+    channels = pixels.shape[-1]
+    counts = np.zeros(256 * channels, np.int64)
+    for _, index in _table_chunks(pixels):
+        counts += np.bincount(index.reshape(-1), minlength=256 * channels)
+    return counts.reshape(channels, 256)
+
+
+def _stats_from_counts(counts: np.ndarray, max_value: float) -> tuple[np.ndarray, np.ndarray]:
+    values = scale_pixels(np.arange(256, dtype=np.uint8), max_value).astype(np.float64)
+    n = counts[0].sum()
+    mean = counts @ values / n
+    deviation = values[None, :] - mean[:, None]
+    std = np.sqrt((counts * deviation * deviation).sum(axis=1) / n)
+    if np.any(std == 0):
+        raise ValueError(
+            f"Channel(s) {np.flatnonzero(std == 0).tolist()} are constant over the training "
+            "images; they cannot be normalised. Use more training images or data.normalize=false."
+        )
+    return mean, std
+
+
+def _prepare_by_table(
+    train_px: np.ndarray, test_px: np.ndarray, max_value: float, out: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Scales and normalises uint8 pixels into ``out`` (train rows, then test) by lookup.
+
+    ``normalize_images(scale_pixels(v))`` for each of the 256 values of each channel,
+    evaluated with the same float32 operations, then gathered: the bytes equal the two
+    steps' (tests/core/test_data.py) in one pass over the output instead of three, with
+    the statistics from ``pixel_channel_stats``'s histogram (``benchmarks/cpu_kernels.py
+    --only prepare_data``).
+    """
+    mean, std = _stats_from_counts(_channel_counts(train_px), max_value)
+    channels = out.shape[-1]
+    values = scale_pixels(np.arange(256, dtype=np.uint8), max_value)  # (256,) float32
+    table = normalize_images(np.repeat(values[:, None], channels, axis=1)[None, None], mean, std)
+    flat_table = np.ascontiguousarray(table[0, 0].T).reshape(-1)  # [c * 256 + v]
+    n_train = train_px.shape[0]
+    for part, px in ((out[:n_train], train_px), (out[n_train:], test_px)):
+        for rows, index in _table_chunks(px):
+            np.take(flat_table, index, out=part[rows])
+    return mean, std
+
+
 def prepare_dataset(
     train_images: np.ndarray,
     train_labels: np.ndarray,
@@ -270,14 +363,19 @@ def prepare_dataset(
     # allocation instead of six of its size).
     n_train = len(train_idx)
     inputs = mapped_empty((n_train + len(test_idx), *train_images.shape[1:]), np.float32)
-    scale_pixels(np.asarray(train_images)[train_idx], max_value, out=inputs[:n_train])
-    scale_pixels(np.asarray(test_images)[test_idx], max_value, out=inputs[n_train:])
+    train_px = np.asarray(train_images)[train_idx]
+    test_px = np.asarray(test_images)[test_idx]
     channels = inputs.shape[-1]
-    if normalize:
-        mean, std = channel_stats(inputs[:n_train])
-        normalize_images(inputs, mean, std, out=inputs)
+    if normalize and train_px.dtype == np.uint8 and test_px.dtype == np.uint8:
+        mean, std = _prepare_by_table(train_px, test_px, max_value, inputs)
     else:
-        mean, std = np.zeros(channels), np.ones(channels)
+        scale_pixels(train_px, max_value, out=inputs[:n_train])
+        scale_pixels(test_px, max_value, out=inputs[n_train:])
+        if normalize:
+            mean, std = channel_stats(inputs[:n_train])
+            normalize_images(inputs, mean, std, out=inputs)
+        else:
+            mean, std = np.zeros(channels), np.ones(channels)
     labels = np.concatenate(
         [np.asarray(train_labels)[train_idx], np.asarray(test_labels)[test_idx]]
     ).astype(np.int64)

@@ -80,6 +80,34 @@ class HashingWriter:
         self._handle.flush()
 
 
+class DigestSink:
+    """Hashes and counts bytes like :class:`HashingWriter`, but stores nothing.
+
+    A deduplicated save serialises into it first: when a stored version has the same
+    SHA-256 and size, the new version is a hard link to it and no byte is written.
+    """
+
+    def __init__(self) -> None:
+        self.digest = hashlib.sha256()
+        self.size = 0
+
+    def write(self, data) -> int:
+        view = memoryview(data).cast("B")
+        self.digest.update(view)
+        self.size += len(view)
+        return len(view)
+
+    def flush(self) -> None:
+        pass
+
+
+def digest_of(write: Callable[[DigestSink], None]) -> tuple[str, int]:
+    """(SHA-256 hex digest, size) of the bytes ``write`` produces, without storing them."""
+    sink = DigestSink()
+    write(sink)
+    return sink.digest.hexdigest(), sink.size
+
+
 def file_mode() -> int:
     """Permission bits of stored files: what ``open()`` would give, plus group-read.
 
@@ -220,17 +248,20 @@ def publish(staged: StagedFile, *, replace: bool = False) -> None:
         _remove_quietly(staged.fs, staged.tmp)
 
 
-def link_existing(staged: StagedFile, source: str) -> None:
-    """Publishes ``staged`` as a hard link to ``source`` (same bytes, no second copy)."""
+def link_version(source: str, target: str) -> None:
+    """Publishes ``target`` as a hard link to the stored file ``source`` (local only).
+
+    Raises:
+        ArtifactExistsError: ``target`` exists (a stored version is never replaced).
+    """
+    make_dirs(os.path.dirname(target) or ".")
     try:
-        os.link(source, staged.target)
-        sync_directory(os.path.dirname(staged.target))
+        os.link(source, target)
     except FileExistsError as exc:
         raise ArtifactExistsError(
-            f"{staged.target} already exists; a stored version is never replaced."
+            f"{target} already exists; a stored version is never replaced."
         ) from exc
-    finally:
-        _remove_quietly(staged.fs, staged.tmp)
+    sync_directory(os.path.dirname(target))
 
 
 def discard(staged: StagedFile) -> None:

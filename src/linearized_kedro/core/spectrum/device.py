@@ -34,6 +34,7 @@ from .common import (
     check_size,
     krylov_sizes,
     residual_targets,
+    residuals_from_images,
     resolve_solver,
 )
 
@@ -229,8 +230,12 @@ class DeviceSolver(EigenSolver):
     def residual_norms(self, U, KU, theta):
         return np.asarray(jnp.linalg.norm(KU - U * theta, axis=0))
 
-    def finish(self, K, vals, vecs, solver, info):
-        res = np.asarray(_relative_residuals(K, vals, vecs))
+    def finish(self, K, vals, vecs, solver, info, images=None):
+        if images is None:
+            res = np.asarray(_relative_residuals(K, vals, vecs))
+        else:
+            res = np.asarray(residuals_from_images(vals, vecs, images, jnp))
+        info["residuals_from"] = "K" if images is None else "krylov_images"
         vals_h = np.asarray(vals, np.float64)
         rows = np.asarray(vecs, np.float64).T
         info["device"] = str(K.devices().pop().device_kind) if hasattr(K, "devices") else None

@@ -41,18 +41,25 @@ from .common import (
     eigen_residuals,
     krylov_sizes,
     residual_targets,
+    residuals_from_images,
 )
 
 log = logging.getLogger(__name__)
 
 
-def _finish(vals, vecs_cols, K64, solver, info) -> Eigenpairs:
+def _finish(vals, vecs_cols, K64, solver, info, images=None) -> Eigenpairs:
     order = np.argsort(-vals, kind="stable")
-    vals = np.asarray(vals[order], dtype=np.float64)
-    vecs = apply_sign_convention(np.ascontiguousarray(vecs_cols[:, order].T))
-    # Recomputed from K rather than from the solver's K·U images: the reported residual
-    # is then the true one, also below the rounding level of the Krylov recurrences.
-    res = eigen_residuals(K64, vals, vecs)
+    if images is None:
+        vals = np.asarray(vals[order], dtype=np.float64)
+        vecs = apply_sign_convention(np.ascontiguousarray(vecs_cols[:, order].T))
+        res = eigen_residuals(K64, vals, vecs)
+    else:
+        # From the solver's images K·U (exact float64 products, ``residuals_from_images``),
+        # not from the Lanczos estimates of its checkpoints.
+        res = residuals_from_images(vals, vecs_cols, images)[order]
+        vals = np.asarray(vals[order], dtype=np.float64)
+        vecs = apply_sign_convention(np.ascontiguousarray(vecs_cols[:, order].T))
+    info["residuals_from"] = "K" if images is None else "krylov_images"
     return Eigenpairs(vals, vecs, res, solver, info)
 
 
@@ -201,8 +208,8 @@ class HostSolver(EigenSolver):
     def residual_norms(self, U, KU, theta):
         return _residual_norms(U, KU, theta)
 
-    def finish(self, K, vals, vecs, solver, info):
-        return _finish(vals, vecs, K, solver, info)
+    def finish(self, K, vals, vecs, solver, info, images=None):
+        return _finish(vals, vecs, K, solver, info, images)
 
 
 def host_top_eigenpairs(K: np.ndarray, k: int, **options: Any) -> Eigenpairs:
