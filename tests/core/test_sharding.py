@@ -279,3 +279,19 @@ def test_sharded_sweep_equals_single_device(four_device_results):
     # float32 training, 2 epochs: only the partitioning of the same program differs
     assert res["loss_diff"] <= 1e-5
     assert res["param_diff"] <= 1e-5
+
+
+def test_blas_limit_covers_every_blas_library_and_restores_it():
+    from threadpoolctl import threadpool_info
+
+    def blas_threads():
+        return {
+            i["filepath"]: i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"
+        }
+
+    before = blas_threads()
+    assert len(before) >= 2  # NumPy's and SciPy's OpenBLAS
+    for _ in range(2):  # the second call reuses the controller
+        with sharding.blas_limit(1):
+            assert set(blas_threads().values()) == {1}
+        assert blas_threads() == before

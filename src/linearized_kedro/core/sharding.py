@@ -24,7 +24,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
-from threadpoolctl import threadpool_limits
+from threadpoolctl import ThreadpoolController
 
 log = logging.getLogger(__name__)
 
@@ -341,7 +341,24 @@ def host_blas_threads(threads: int | None = None) -> Iterator[int]:
     n = host_threads() if threads is None else int(threads)
     token = _HOST_THREADS.set(n)
     try:
-        with threadpool_limits(limits=n, user_api="blas"):
+        with blas_limit(n):
             yield n
     finally:
         _HOST_THREADS.reset(token)
+
+
+_CONTROLLER: list[ThreadpoolController] = []
+
+
+def blas_limit(threads: int):
+    """A context limiting the BLAS libraries loaded in this process to ``threads`` threads.
+
+    ``threadpoolctl.threadpool_limits`` looks the loaded libraries up again on every call
+    (~1 ms with JAX loaded; the eigensolver enters a limit a dozen times per solve); the
+    controller made on first use (after importing SciPy's BLAS) is reused.
+    """
+    if not _CONTROLLER:
+        import scipy.linalg  # noqa: F401  (its BLAS must be loaded before the controller looks)
+
+        _CONTROLLER.append(ThreadpoolController())
+    return _CONTROLLER[0].limit(limits=int(threads), user_api="blas")

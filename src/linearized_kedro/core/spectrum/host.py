@@ -27,7 +27,6 @@ from typing import Any
 
 import numpy as np
 import scipy.linalg
-from threadpoolctl import threadpool_limits
 from tqdm.auto import tqdm
 
 from .. import sharding
@@ -75,7 +74,7 @@ def _one_thread():
     # Small LAPACK calls (QR, Cholesky, eigh of the projected matrix) run single-threaded:
     # on the shared 2-core CPU, multithreaded OpenBLAS took 3.3 s for a 4000x150 QR that
     # takes 0.1 s on one thread. The large K @ Q products keep all threads.
-    return threadpool_limits(limits=1, user_api="blas")
+    return sharding.blas_limit(1)
 
 
 # From this size on the projected matrix's eigh runs on the granted BLAS threads: measured
@@ -88,7 +87,7 @@ def _small_eigh(T: np.ndarray, top: int) -> tuple[np.ndarray, np.ndarray]:
     """Top ``top`` eigenpairs of a small symmetric matrix, descending."""
     m = T.shape[0]
     threads = sharding.granted_host_threads() if m >= _THREADED_EIGH_MIN else 1
-    with threadpool_limits(limits=threads, user_api="blas"):
+    with sharding.blas_limit(threads):
         theta, S = scipy.linalg.eigh(
             0.5 * (T + T.T), subset_by_index=[m - top, m - 1], driver="evr", check_finite=False
         )
