@@ -26,6 +26,10 @@ inputs (LeNet, CIFAR-shaped N(0, 1) images, seed 42), variants interleaved, best
   split, normalise each, concatenate) and against the same steps done in place
   (``arithmetic``), each in a fresh process, interleaved; the outputs are bitwise equal
   (``tests/core/test_data.py``);
+* ``features_first``: the LeNet Gram at N = ``--gram-n`` (8000) with float32 host
+  products, every block's features computed before the tiles (``TiledGram``'s order on a
+  CPU when all blocks fit in the cache) against each block's features computed when a
+  tile first needs them (the order before), each in a fresh process, interleaved;
 * ``conv_forms``: LeNet's first convolution (3 → 6 channels, 5×5, 1000 images) as XLA's
   convolution with the kernel padded to 8 channels (what ``core.layers`` does) against an
   im2col GEMM and against 25 shifted GEMMs, all jitted (a negative result: neither helps);
@@ -287,6 +291,30 @@ print(time.perf_counter() - t0)
 """
 
 
+_FEATURES_FIRST = """
+import sys, time, jax, jax.numpy as jnp, numpy as np
+from linearized_kedro.core.models import build_model, init_variables
+from linearized_kedro.core.ntk import gram
+mode, n = sys.argv[1], int(sys.argv[2])
+module = build_model({"name": "lenet"})
+variables = jax.tree_util.tree_map(np.asarray, init_variables(module, 42, (32, 32, 3)))
+x = np.asarray(jax.random.normal(jax.random.key(42), (n, 32, 32, 3), jnp.float32))
+gram.TiledGram(module, variables, x[:1000], host_precision="float32").gram()  # compile
+if mode == "tiles":  # the order before: each block's features when a tile first needs them
+    gram.TiledGram._features_first = lambda self, keys: None
+t0 = time.perf_counter()
+gram.TiledGram(module, variables, x, host_precision="float32", block_size=1000).gram()
+print(time.perf_counter() - t0)
+"""
+
+
+def features_first(n: int, repeat: int) -> list[dict]:
+    times = fresh_processes(_FEATURES_FIRST, ("first", "tiles"), repeat, str(n))
+    return median_report(
+        f"LeNet Gram, N = {n}, features first", times, "first", "tiles", "first", "by tile"
+    )
+
+
 def prepare_data(repeat: int) -> list[dict]:
     times = fresh_processes(_PREPARE, ("in_place", "arithmetic", "copies"), repeat)
     name = "prepare 6000 + 2000 images"
@@ -401,6 +429,7 @@ def main() -> None:
             "krylov_oversampling",
             "prepare_data",
             "conv_forms",
+            "features_first",
         ],
         help="run only this one",
     )
@@ -421,6 +450,9 @@ def main() -> None:
     if args.only == "prepare_data":
         prepare_data(args.repeat)
         return
+    if args.only == "features_first":
+        features_first(args.gram_n, args.repeat)
+        return
     if args.only == "krylov_oversampling":
         with sharding.host_blas_threads():
             krylov_oversampling(args.n, args.repeat)
@@ -436,6 +468,7 @@ def main() -> None:
     populated_gram(args.gram_n, 1000, args.repeat)
     channel_stats(args.repeat)
     prepare_data(args.repeat)
+    features_first(args.gram_n, args.repeat)
 
 
 if __name__ == "__main__":

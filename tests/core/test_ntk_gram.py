@@ -185,6 +185,44 @@ def test_prefetched_blocks_are_computed_once_and_change_nothing(models):
     np.testing.assert_array_equal(K, K_tight)
 
 
+def test_features_first_when_every_block_fits(models, monkeypatch):
+    # On a CPU (no prefetch) every block's features are computed before the first tile
+    # when the cache holds them all; the Gram is the same, bit for bit.
+    module, variables, x = models["lenet"]
+    seen = []
+    product = ntk.TiledGram._product
+
+    def record(self, fi, fj):
+        seen.append(self.feature_block_evaluations)
+        return product(self, fi, fj)
+
+    monkeypatch.setattr(ntk.TiledGram, "_product", record)
+    job = ntk.TiledGram(module, variables, x, block_size=3, prefetch=False)  # 4 blocks
+    K = job.gram()
+    assert seen[0] == job.n_blocks == 4 and job.feature_block_evaluations == 4
+    # Negative controls: a cache of two blocks, or prefetching, computes them as needed.
+    seen.clear()
+    tight = ntk.TiledGram(
+        module,
+        variables,
+        x,
+        block_size=3,
+        prefetch=False,
+        memory_budget_bytes=job.plan["estimated_peak_bytes"] - 2 * job.plan["bytes_per_block"],
+    )
+    np.testing.assert_array_equal(tight.gram(), K)
+    assert seen[0] == 1
+    seen.clear()
+    np.testing.assert_array_equal(
+        ntk.TiledGram(module, variables, x, block_size=3, prefetch=True).gram(), K
+    )
+    assert seen[0] < 4
+    monkeypatch.setattr(ntk.TiledGram, "_features_first", lambda self, keys: None)
+    np.testing.assert_array_equal(
+        ntk.TiledGram(module, variables, x, block_size=3, prefetch=False).gram(), K
+    )
+
+
 # --------------------------------------------------------------------------------------
 # Device products (#11 §1), forced on this CPU
 # --------------------------------------------------------------------------------------
