@@ -46,15 +46,20 @@ def test_channel_stats_match_float64_reference():
         channel_stats(np.ones((3, 2, 2, 1)))
 
 
+def _assert_fsum_exact(x, mean, std, rtol):
+    """mean and population std of each channel of x within rtol of math.fsum's."""
+    for c in range(x.shape[-1]):
+        values = x[..., c].astype(np.float64).ravel()
+        m = math.fsum(values) / values.size
+        s = math.sqrt(math.fsum((values - m) ** 2) / values.size)
+        assert abs(mean[c] - m) <= rtol * abs(m) and abs(std[c] - s) <= rtol * s
+
+
 def test_channel_stats_are_exact_over_many_chunks():
     # 150 images of 32x32 = 4.7 chunks of rows; references by math.fsum (exactly rounded).
     x = np.random.default_rng(3).integers(0, 256, (150, 32, 32, 3)).astype(np.float32) / 255
     mean, std = channel_stats(x)
-    for c in range(3):
-        values = x[..., c].astype(np.float64).ravel()
-        m = math.fsum(values) / values.size
-        s = math.sqrt(math.fsum((values - m) ** 2) / values.size)
-        assert abs(mean[c] - m) <= 1e-14 * abs(m) and abs(std[c] - s) <= 1e-14 * s
+    _assert_fsum_exact(x, mean, std, 1e-14)
     # Negative control: accumulating in float32 misses these tolerances.
     mean32 = x.reshape(-1, 3).mean(axis=0, dtype=np.float32)
     assert np.max(np.abs(mean32 - mean) / mean) > 1e-14
@@ -64,11 +69,7 @@ def test_pixel_channel_stats_are_exact_from_the_histogram():
     px = np.random.default_rng(3).integers(0, 256, (150, 32, 32, 3), dtype=np.uint8)
     x = scale_pixels(px)
     mean, std = pixel_channel_stats(px)
-    for c in range(3):
-        values = x[..., c].astype(np.float64).ravel()
-        m = math.fsum(values) / values.size
-        s = math.sqrt(math.fsum((values - m) ** 2) / values.size)
-        assert abs(mean[c] - m) <= 1e-15 * abs(m) and abs(std[c] - s) <= 1e-15 * s
+    _assert_fsum_exact(x, mean, std, 1e-15)
     # channel_stats is within ~1e-14 of fsum (above), so the two agree to a few 1e-14.
     np.testing.assert_allclose(
         np.concatenate(channel_stats(x)), np.concatenate((mean, std)), rtol=5e-14

@@ -171,18 +171,19 @@ def test_prefetched_blocks_are_computed_once_and_change_nothing(models):
     off = ntk.TiledGram(module, variables, x, block_size=3, prefetch=False)
     assert off._next_block(off.keys(), 0) is None
     np.testing.assert_array_equal(off.gram(), K)
-    tight = ntk.TiledGram(
-        module,
-        variables,
-        x,
-        block_size=3,
-        prefetch=True,
-        memory_budget_bytes=job.plan["estimated_peak_bytes"] - 2 * job.plan["bytes_per_block"],
-    )
+    tight = _two_block_cache(job, module, variables, x, prefetch=True)
     assert tight.plan["cached_blocks"] == 2
     K_tight = tight.gram()
     assert tight.feature_block_evaluations > tight.n_blocks
     np.testing.assert_array_equal(K, K_tight)
+
+
+def _two_block_cache(job, module, variables, x, *, prefetch):
+    """A TiledGram like ``job`` (block_size 3) whose memory budget caches only two blocks."""
+    budget = job.plan["estimated_peak_bytes"] - 2 * job.plan["bytes_per_block"]
+    return ntk.TiledGram(
+        module, variables, x, block_size=3, prefetch=prefetch, memory_budget_bytes=budget
+    )
 
 
 def test_features_first_when_every_block_fits(models, monkeypatch):
@@ -202,14 +203,7 @@ def test_features_first_when_every_block_fits(models, monkeypatch):
     assert seen[0] == job.n_blocks == 4 and job.feature_block_evaluations == 4
     # Negative controls: a cache of two blocks, or prefetching, computes them as needed.
     seen.clear()
-    tight = ntk.TiledGram(
-        module,
-        variables,
-        x,
-        block_size=3,
-        prefetch=False,
-        memory_budget_bytes=job.plan["estimated_peak_bytes"] - 2 * job.plan["bytes_per_block"],
-    )
+    tight = _two_block_cache(job, module, variables, x, prefetch=False)
     np.testing.assert_array_equal(tight.gram(), K)
     assert seen[0] == 1
     seen.clear()

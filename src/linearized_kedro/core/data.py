@@ -74,12 +74,17 @@ def channel_stats(images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         deviation -= mean
         squares += np.einsum("ij,ij->j", deviation, deviation)
     std = np.sqrt(squares / n)
+    _check_spread(std)
+    return mean, std
+
+
+def _check_spread(std: np.ndarray) -> None:
+    """Raises for a channel of zero variance (it cannot be normalised)."""
     if np.any(std == 0):
         raise ValueError(
             f"Channel(s) {np.flatnonzero(std == 0).tolist()} are constant over the training "
             "images; they cannot be normalised. Use more training images or data.normalize=false."
         )
-    return mean, std
 
 
 def normalize_images(
@@ -289,11 +294,7 @@ def _stats_from_counts(counts: np.ndarray, max_value: float) -> tuple[np.ndarray
     mean = counts @ values / n
     deviation = values[None, :] - mean[:, None]
     std = np.sqrt((counts * deviation * deviation).sum(axis=1) / n)
-    if np.any(std == 0):
-        raise ValueError(
-            f"Channel(s) {np.flatnonzero(std == 0).tolist()} are constant over the training "
-            "images; they cannot be normalised. Use more training images or data.normalize=false."
-        )
+    _check_spread(std)
     return mean, std
 
 
