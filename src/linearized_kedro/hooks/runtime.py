@@ -134,7 +134,10 @@ class CollectorHook:
     ``runtime.freeze_gc`` (default true) switches it. Frozen once the context exists
     (Kedro, the project settings and JAX imported) and again before the pipeline runs
     (its modules and the catalog built); unfrozen when the run ends or fails, so that a
-    process that goes on (a notebook, a test session) collects its cycles as usual.
+    process that goes on (a notebook, a test session) collects its cycles as usual. A
+    session that loads its context but runs no pipeline (a notebook's ``%reload_kedro``)
+    keeps the objects of that moment frozen: cycles among them wait for the next run's end
+    or an explicit ``gc.unfreeze()``.
     """
 
     def __init__(self) -> None:
