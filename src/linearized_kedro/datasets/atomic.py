@@ -55,33 +55,8 @@ class StagedFile:
     size: int
 
 
-class HashingWriter:
-    """A binary file wrapper that hashes and counts what passes through.
-
-    The single seam through which every stored byte flows (``np.save`` and friends
-    call ``write`` in chunks), which is also where the fault-injection tests
-    intervene.
-    """
-
-    def __init__(self, handle: BinaryIO, path: str) -> None:
-        self._handle = handle
-        self.path = path
-        self.digest = hashlib.sha256()
-        self.size = 0
-
-    def write(self, data) -> int:
-        view = memoryview(data).cast("B")
-        self.digest.update(view)
-        written = self._handle.write(view)
-        self.size += len(view)
-        return written if written is not None else len(view)
-
-    def flush(self) -> None:
-        self._handle.flush()
-
-
 class DigestSink:
-    """Hashes and counts bytes like :class:`HashingWriter`, but stores nothing.
+    """Hashes and counts the bytes written to it, and stores nothing.
 
     A deduplicated save serialises into it first: when a stored version has the same
     SHA-256 and size, the new version is a hard link to it and no byte is written.
@@ -91,14 +66,41 @@ class DigestSink:
         self.digest = hashlib.sha256()
         self.size = 0
 
-    def write(self, data) -> int:
+    def _hashed(self, data) -> memoryview:
         view = memoryview(data).cast("B")
         self.digest.update(view)
+        return view
+
+    def write(self, data) -> int:
+        view = self._hashed(data)
         self.size += len(view)
         return len(view)
 
     def flush(self) -> None:
         pass
+
+
+class HashingWriter(DigestSink):
+    """A binary file wrapper that hashes and counts what passes through.
+
+    The single seam through which every stored byte flows (``np.save`` and friends
+    call ``write`` in chunks), which is also where the fault-injection tests
+    intervene. ``size`` counts the bytes the file accepted.
+    """
+
+    def __init__(self, handle: BinaryIO, path: str) -> None:
+        super().__init__()
+        self._handle = handle
+        self.path = path
+
+    def write(self, data) -> int:
+        view = self._hashed(data)
+        written = self._handle.write(view)
+        self.size += len(view)
+        return written if written is not None else len(view)
+
+    def flush(self) -> None:
+        self._handle.flush()
 
 
 def digest_of(write: Callable[[DigestSink], None]) -> tuple[str, int]:
