@@ -320,10 +320,13 @@ def granted_host_threads() -> int:
 
 
 @contextlib.contextmanager
-def host_blas_threads(threads: int | None = None) -> Iterator[int]:
-    """Limits BLAS to ``threads`` (default ``host_threads()``) inside the block.
+def host_blas_threads(threads: int | str | None = None) -> Iterator[int]:
+    """Limits BLAS to ``threads`` inside the block.
 
-    An explicit ``OMP_NUM_THREADS`` / ``OPENBLAS_NUM_THREADS`` / ``MKL_NUM_THREADS`` in the
+    ``threads``: a count; ``"all"`` (every core: the same machine gives the same bits
+    whatever its load, since the rounding of BLAS products and LAPACK eigensolvers depends
+    on the thread count); ``"free"`` or ``None`` (the cores other processes leave idle,
+    ``host_threads()``). An explicit ``OMP_NUM_THREADS`` / ``OPENBLAS_NUM_THREADS`` / ``MKL_NUM_THREADS`` in the
     environment is respected (the block then changes nothing).
 
     Yields:
@@ -338,7 +341,12 @@ def host_blas_threads(threads: int | None = None) -> Iterator[int]:
             finally:
                 _HOST_THREADS.reset(token)
             return
-    n = host_threads() if threads is None else int(threads)
+    if threads is None or threads == "free":
+        n = host_threads()
+    elif threads == "all":
+        n = os.cpu_count() or 1
+    else:
+        n = int(threads)
     token = _HOST_THREADS.set(n)
     try:
         with blas_limit(n):

@@ -22,7 +22,6 @@ columns, plan, residuals, timings), so a stored spectrum says how it was made.
 from __future__ import annotations
 
 import logging
-import os
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -342,7 +341,7 @@ def compute_spectrum(
         "timings": {},
     }
     module = build_model(model)
-    with sharding.host_blas_threads(_blas_threads(config.blas_threads)) as threads:
+    with sharding.host_blas_threads(config.blas_threads) as threads:
         report["blas_threads"] = threads
         pairs = _spectrum(
             module, variables, inputs, model, config, report, tile_store, process_index, int(seed)
@@ -437,15 +436,6 @@ def _nystrom(module, variables, inputs, config: SpectrumConfig, seed: int, repor
         "eigensolver": "host",
     }
     return pairs
-
-
-def _blas_threads(setting: int | str) -> int | None:
-    """``ntk.blas_threads`` as a count for ``host_blas_threads`` (None: measure free cores)."""
-    if setting == "free":
-        return None
-    if setting == "all":
-        return os.cpu_count() or 1
-    return int(setting)
 
 
 def _exact_gram(module, variables, inputs, model, config, report, tile_store, process_index):
